@@ -1,0 +1,154 @@
+"""The database: engine and pool from settings, the request-scoped session, transient errors."""
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+import psycopg
+from fastapi import Depends, Request
+from sqlalchemy import NullPool, text
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from taskstack.common.errors import ServiceUnavailable
+from taskstack.common.settings import ServiceSettings
+
+logger = logging.getLogger(__name__)
+
+
+class DatabaseUnreachable(RuntimeError):
+    """The database did not answer within the start-up window."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A failure that a fresh attempt of the whole transaction may not meet again.
+
+    Serialization failures, deadlocks and lost or refused connections are; a
+    statement timeout is not (the same statement would time out again).
+    """
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    return isinstance(exc.orig, psycopg.OperationalError) and not isinstance(
+        exc.orig, psycopg.errors.QueryCanceled
+    )
+
+
+def _commit_outcome_unknown(exc: DBAPIError) -> bool:
+    # A serialization failure or deadlock at COMMIT means "rolled back"; a lost
+    # connection leaves it open whether the COMMIT reached the server.
+    if isinstance(exc.orig, psycopg.errors.TransactionRollback):
+        return False
+    return exc.connection_invalidated or isinstance(exc.orig, psycopg.OperationalError)
+
+
+class Database:
+    """One service's connection pool, built from its settings; connects lazily."""
+
+    def __init__(self, settings: ServiceSettings, *, application_name: str):
+        connect_args: dict[str, Any] = {
+            "connect_timeout": settings.database_connect_timeout,
+            "application_name": application_name,
+        }
+        if settings.uses_transaction_pooler:
+            # A transaction-mode pooler (PgBouncer, Neon's pooled endpoint) hands
+            # each transaction to any server connection: no prepared statements.
+            connect_args["prepare_threshold"] = None
+        self.engine: AsyncEngine = create_async_engine(
+            settings.database,
+            pool_size=settings.database_pool_size,
+            max_overflow=settings.database_max_overflow,
+            pool_timeout=settings.database_pool_timeout,
+            pool_pre_ping=True,
+            connect_args=connect_args,
+        )
+        # Readiness and start-up open their own short-lived connection, so they
+        # report whether the database answers, not whether the pool has room.
+        self._probe_engine = create_async_engine(
+            settings.database, poolclass=NullPool, connect_args=connect_args
+        )
+        # SQLAlchemy's asyncio pool lets a newcomer take a returned connection
+        # ahead of tasks already waiting, which starves some of them under load;
+        # this FIFO semaphore makes waiting fair and bounds it.
+        self._slots = asyncio.Semaphore(
+            settings.database_pool_size + settings.database_max_overflow
+        )
+        self._acquire_timeout = settings.database_pool_timeout
+        self._startup_timeout = settings.database_startup_timeout
+        self.readiness_timeout = settings.readiness_timeout
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[AsyncSession]:
+        """A session whose transaction commits on success and rolls back on any error."""
+        try:
+            async with asyncio.timeout(self._acquire_timeout):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise ServiceUnavailable("All database connections are busy.") from None
+        try:
+            async with AsyncSession(self.engine, expire_on_commit=False) as session:
+                try:
+                    yield session
+                except BaseException:
+                    await session.rollback()
+                    raise
+                try:
+                    await session.commit()
+                except DBAPIError as exc:
+                    if _commit_outcome_unknown(exc):
+                        # Not retried: replaying a write that may have landed could apply it twice.
+                        raise ServiceUnavailable(
+                            "The database connection was lost while committing; "
+                            "the change may or may not have been applied."
+                        ) from exc
+                    raise
+        finally:
+            self._slots.release()
+
+    async def ping(self) -> bool:
+        """Whether the database answers a trivial query within the readiness timeout."""
+        try:
+            async with (
+                asyncio.timeout(self.readiness_timeout),
+                self._probe_engine.connect() as conn,
+            ):
+                await conn.execute(text("SELECT 1"))
+        except (TimeoutError, SQLAlchemyError, OSError):
+            return False
+        return True
+
+    async def wait_until_reachable(self) -> None:
+        """Retry with jittered exponential backoff (a Neon compute may be waking up)."""
+        deadline = time.monotonic() + self._startup_timeout
+        delay = 0.25
+        attempt = 1
+        while not await self.ping():
+            if time.monotonic() + delay > deadline:
+                raise DatabaseUnreachable(
+                    f"the database did not answer within {self._startup_timeout:g} s"
+                )
+            logger.warning("database not reachable yet", extra={"attempt": attempt})
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # noqa: S311 - jitter, not crypto
+            delay = min(delay * 2, 5.0)
+            attempt += 1
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+        await self._probe_engine.dispose()
+
+
+async def _request_session(request: Request) -> AsyncIterator[AsyncSession]:
+    database: Database = request.app.state.database
+    async with database.session() as session:
+        yield session
+
+
+# scope="function": the commit happens before the response is sent, so a
+# failed commit can never follow a success status.
+SessionDep = Annotated[AsyncSession, Depends(_request_session, scope="function")]

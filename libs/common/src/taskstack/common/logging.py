@@ -1,0 +1,61 @@
+"""JSON logs on stdout: one object per line, UTC timestamps, the request id of the request."""
+
+import logging
+import sys
+from contextvars import ContextVar
+from typing import TextIO
+
+from pythonjsonlogger.core import RESERVED_ATTRS
+from pythonjsonlogger.json import JsonFormatter
+
+# Set by the request middleware for the duration of one request.
+request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
+
+
+class _RequestIdFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        request_id = request_id_var.get()
+        if request_id is not None:
+            record.request_id = request_id
+        return True
+
+
+class _StdoutHandler(logging.StreamHandler[TextIO]):
+    """Writes to whatever sys.stdout is at the time of each record (test runners swap it)."""
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, _: TextIO) -> None:
+        pass
+
+
+def configure_logging(service: str, level: str) -> None:
+    """Route every logger (uvicorn's included) to one JSON handler on stdout.
+
+    Idempotent: a second call replaces the handler the first one installed and
+    leaves any other handler (a test runner's) in place.
+    """
+    handler = _StdoutHandler()
+    handler.setFormatter(
+        JsonFormatter(
+            ["levelname", "name", "message"],
+            rename_fields={"levelname": "level", "name": "logger"},
+            static_fields={"service": service},
+            timestamp=True,
+            # uvicorn repeats each message with terminal colour codes as an extra.
+            reserved_attrs=[*RESERVED_ATTRS, "color_message"],
+        )
+    )
+    handler.addFilter(_RequestIdFilter())
+    root = logging.getLogger()
+    root.handlers[:] = [h for h in root.handlers if not isinstance(h, _StdoutHandler)] + [handler]
+    root.setLevel(level)
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True
+    # The services write their own access line, labelled with the route template.
+    logging.getLogger("uvicorn.access").disabled = True

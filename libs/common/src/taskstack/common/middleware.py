@@ -1,0 +1,191 @@
+"""The pure-ASGI middleware every service runs (outermost first).
+
+- RequestContextMiddleware: request id, baseline security headers, access log,
+  and the catch-all 500 (so even that answer carries the request id).
+- BodySizeLimitMiddleware: 413 before a body is parsed. Starlette's limiter
+  answers in text/plain, which would be the one non-problem error.
+- TransientRetryMiddleware: replays the whole request, and so its whole
+  transaction, after a transient database failure; 503 when they persist.
+"""
+
+import asyncio
+import logging
+import random
+import re
+import time
+import uuid
+
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.exceptions import HTTPException
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from taskstack.common.db import is_transient
+from taskstack.common.errors import problem_response
+from taskstack.common.logging import request_id_var
+
+logger = logging.getLogger("taskstack.request")
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    # API answers carry tokens and personal data: no shared or browser cache
+    # keeps them unless a route says otherwise (the JWKS does).
+    "Cache-Control": "no-store",
+}
+
+
+class RequestContextMiddleware:
+    def __init__(self, app: ASGIApp, *, access_log: bool) -> None:
+        self.app = app
+        self.access_log = access_log
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = Headers(scope=scope).get("x-request-id", "")
+        request_id = incoming if _REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
+        token = request_id_var.set(request_id)
+        started = time.perf_counter()
+        status = 500
+        response_started = False
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+                status = message["status"]
+                headers = MutableHeaders(scope=message)
+                headers["X-Request-ID"] = request_id
+                for name, value in SECURITY_HEADERS.items():
+                    headers.setdefault(name, value)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_headers)
+        except Exception:
+            logger.exception("unhandled error")
+            if response_started:
+                raise
+            await problem_response(500, "An unexpected error occurred.")(
+                scope, receive, send_with_headers
+            )
+        finally:
+            if self.access_log:
+                route = scope.get("route")
+                logger.info(
+                    "request",
+                    extra={
+                        "method": scope["method"],
+                        "route": route.path if isinstance(route, Route) else None,
+                        "path": scope["path"],
+                        "status": status,
+                        "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                    },
+                )
+            request_id_var.reset(token)
+
+
+class BodySizeLimitMiddleware:
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = Headers(scope=scope).get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            await problem_response(413, self._detail())(scope, receive, send)
+            return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    # An HTTPException passes FastAPI's body reader untouched.
+                    raise HTTPException(413, self._detail())
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+    def _detail(self) -> str:
+        return f"The request body is larger than {self.max_body_bytes} bytes."
+
+
+class TransientRetryMiddleware:
+    """Replays a request whose transaction failed transiently, within a time budget.
+
+    Only before the response has started, and never past ``budget`` seconds in
+    all, so a database outage still answers fast. The body is recorded as the
+    first attempt reads it (bounded by the body size limit) and replayed.
+    """
+
+    def __init__(self, app: ASGIApp, *, attempts: int, budget: float) -> None:
+        self.app = app
+        self.attempts = attempts
+        self.budget = budget
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        deadline = time.monotonic() + self.budget
+        original_scope = dict(scope)
+        recorded: list[Message] = []
+
+        async def recording_receive() -> Message:
+            message = await receive()
+            if message["type"] == "http.request":
+                recorded.append(message)
+            return message
+
+        attempt_receive: Receive = recording_receive
+        for attempt in range(1, self.attempts + 1):
+            response_started = False
+
+            async def tracking_send(message: Message) -> None:
+                nonlocal response_started
+                response_started = response_started or message["type"] == "http.response.start"
+                await send(message)
+
+            try:
+                await self.app(scope, attempt_receive, tracking_send)
+                return
+            except Exception as exc:
+                if response_started or not is_transient(exc):
+                    raise
+                delay = random.uniform(0, 0.05 * 2**attempt)  # noqa: S311 - jitter, not crypto
+                if attempt == self.attempts or time.monotonic() + delay > deadline:
+                    logger.warning("database unavailable", extra={"attempts": attempt})
+                    await problem_response(
+                        503,
+                        "The database is unavailable; try again shortly.",
+                        headers={"Retry-After": "1"},
+                    )(scope, receive, send)
+                    return
+                logger.info("retrying after a transient database error", extra={"attempt": attempt})
+                await asyncio.sleep(delay)
+                # Routing mutates the scope in place; start the replay from the original.
+                scope.clear()
+                scope.update(original_scope)
+                attempt_receive = _replay(recorded, recording_receive)
+
+
+def _replay(messages: list[Message], then: Receive) -> Receive:
+    """Serve the body chunks read so far, then continue with the live stream."""
+    pending = list(messages)
+
+    async def replay_receive() -> Message:
+        if pending:
+            return pending.pop(0)
+        return await then()
+
+    return replay_receive

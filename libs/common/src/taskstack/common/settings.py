@@ -1,0 +1,114 @@
+"""Base settings every taskstack service reads from its environment (twelve-factor)."""
+
+from enum import StrEnum
+from typing import Annotated, Literal, Self
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+# Every secret that tooling generates for development carries this marker, so
+# a production service can recognise and refuse one wherever it came from.
+DEVELOPMENT_SECRET_MARKER = "insecure-development"  # noqa: S105 - a marker, not a secret
+
+
+_POSTGRES_SCHEMES = {"postgres", "postgresql", "postgresql+psycopg"}
+
+
+def normalize_database_url(url: str) -> URL:
+    """Accept the URL spellings PostgreSQL providers hand out; always use psycopg 3."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ValueError("not a URL") from None
+    if parsed.drivername not in _POSTGRES_SCHEMES:
+        raise ValueError(
+            f"scheme {parsed.drivername!r} is not one of "
+            "postgres://, postgresql://, postgresql+psycopg://"
+        )
+    return parsed.set(drivername="postgresql+psycopg")
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    PRODUCTION = "production"
+
+
+class ServiceSettings(BaseSettings):
+    """Settings shared by every service; each service subclasses it."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    environment: Environment = Environment.DEVELOPMENT
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    access_log: bool = True
+
+    database_url: SecretStr
+    # Migrations hold a session-level advisory lock, which a transaction-mode
+    # pooler cannot keep: point this at the direct (unpooled) endpoint then.
+    database_migration_url: SecretStr | None = None
+    database_pool_size: int = Field(default=10, ge=1, le=200)
+    database_max_overflow: int = Field(default=0, ge=0, le=200)
+    database_pool_timeout: float = Field(default=5.0, gt=0, le=60)
+    database_connect_timeout: int = Field(default=5, ge=1, le=60)
+    database_startup_timeout: float = Field(default=30.0, ge=0, le=600)
+    # None: detect from the host name (Neon's pooled endpoints contain "-pooler").
+    database_transaction_pooler: bool | None = None
+
+    readiness_timeout: float = Field(default=2.0, gt=0, le=30)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    cors_allowed_origins: Annotated[list[str], NoDecode] = []
+
+    @field_validator("cors_allowed_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("database_url", "database_migration_url")
+    @classmethod
+    def _check_database_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            normalize_database_url(value.get_secret_value())  # raises ValueError when unusable
+        return value
+
+    @model_validator(mode="after")
+    def _refuse_development_values_in_production(self) -> Self:
+        if self.environment is not Environment.PRODUCTION:
+            return self
+        if "*" in self.cors_allowed_origins:
+            raise ValueError("CORS_ALLOWED_ORIGINS must list origins explicitly in production")
+        for name, value in self:
+            if (
+                isinstance(value, SecretStr)
+                and DEVELOPMENT_SECRET_MARKER in value.get_secret_value()
+            ):
+                raise ValueError(f"{name.upper()} holds a development secret; refusing to start")
+        return self
+
+    @property
+    def database(self) -> URL:
+        return normalize_database_url(self.database_url.get_secret_value())
+
+    @property
+    def migration_database(self) -> URL:
+        url = self.database_migration_url or self.database_url
+        return normalize_database_url(url.get_secret_value())
+
+    @property
+    def uses_transaction_pooler(self) -> bool:
+        if self.database_transaction_pooler is not None:
+            return self.database_transaction_pooler
+        return "-pooler" in (self.database.host or "")
+
+
+def describe_settings_error(exc: ValidationError) -> str:
+    """One line naming each bad environment variable, never echoing its value."""
+    problems = []
+    for error in exc.errors():
+        variable = "_".join(str(part) for part in error["loc"]).upper()
+        message = error["msg"].removeprefix("Value error, ")
+        problems.append(f"{variable}: {message}" if variable else message)
+    return "invalid configuration: " + "; ".join(problems)

@@ -1,0 +1,123 @@
+"""The `taskstack` command: developer tooling, never installed into a service image."""
+
+import argparse
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+from pydantic import ValidationError
+from sqlalchemy.exc import OperationalError
+
+from taskstack.common.migrations import upgrade
+from taskstack.common.settings import (
+    ServiceSettings,
+    describe_settings_error,
+    normalize_database_url,
+)
+from taskstack.dev.errors import CliError, first_line
+from taskstack.dev.services import SERVICES
+from taskstack.dev.up import UpOptions, up
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        args.run(args)
+    except CliError as exc:
+        print(f"taskstack: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line, as every other taskstack error; --help has the usage.
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="taskstack", description=__doc__)
+    commands = parser.add_subparsers(required=True, metavar="command", parser_class=_Parser)
+
+    start = commands.add_parser(
+        "up",
+        help="run PostgreSQL, both services and a gateway on http://127.0.0.1:8000",
+        description="Start an embedded PostgreSQL (or use --database-url), migrate, run auth "
+        "and tasks, and route http://127.0.0.1:PORT to them as the Ingress does. "
+        "Ctrl-C stops it all.",
+    )
+    start.add_argument("--port", type=_port, default=8000, help="gateway port (default 8000)")
+    start.add_argument(
+        "--auth-port", type=_port, default=8001, help="auth service port (default 8001)"
+    )
+    start.add_argument(
+        "--tasks-port", type=_port, default=8002, help="tasks service port (default 8002)"
+    )
+    start.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(".taskstack"),
+        help="where the embedded PostgreSQL keeps its data (default .taskstack)",
+    )
+    start.add_argument(
+        "--database-url", type=_database_url, help="use this PostgreSQL instead of the embedded one"
+    )
+    start.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="services' log level",
+    )
+    start.add_argument(
+        "--reload", action="store_true", help="restart a service when its code changes"
+    )
+    start.set_defaults(run=_up)
+
+    migrate = commands.add_parser(
+        "migrate",
+        help="migrate every service's schema at DATABASE_MIGRATION_URL or DATABASE_URL",
+        description="Run each service's migrations (idempotent; safe to run concurrently).",
+    )
+    migrate.set_defaults(run=_migrate)
+    return parser
+
+
+def _port(value: str) -> int:
+    if not value.isdigit() or not 1 <= int(value) <= 65535:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a port number")
+    return int(value)
+
+
+def _database_url(value: str) -> object:
+    try:
+        return normalize_database_url(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _up(args: argparse.Namespace) -> None:
+    up(
+        UpOptions(
+            data_dir=args.data_dir.resolve(),
+            port=args.port,
+            service_ports={"auth": args.auth_port, "tasks": args.tasks_port},
+            database_url=args.database_url,
+            log_level=args.log_level,
+            reload=args.reload,
+        )
+    )
+
+
+def _migrate(_: argparse.Namespace) -> None:
+    try:
+        settings = ServiceSettings()
+    except ValidationError as exc:
+        raise CliError(describe_settings_error(exc)) from None
+    for service in SERVICES:
+        try:
+            upgrade(settings.migration_database, service.history)
+        except OperationalError as exc:
+            raise CliError(f"cannot reach the database: {first_line(exc.orig or exc)}") from None
+        print(f"taskstack: {service.name}: schema {service.history.schema!r} is at head")

@@ -1,0 +1,25 @@
+"""The services that make up taskstack, as the developer tools start and route them."""
+
+from dataclasses import dataclass
+
+from taskstack.auth.migrate import HISTORY as AUTH_HISTORY
+from taskstack.common.migrations import MigrationHistory
+from taskstack.tasks.migrate import HISTORY as TASKS_HISTORY
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    factory: str  # uvicorn --factory target
+    prefixes: tuple[str, ...]  # public path prefixes the gateway routes to it, as the Ingress does
+    history: MigrationHistory
+
+    @property
+    def docs_path(self) -> str:
+        return f"{self.prefixes[0]}/docs"
+
+
+SERVICES = (
+    Service("auth", "taskstack.auth.main:create_app", ("/v1/auth", "/.well-known"), AUTH_HISTORY),
+    Service("tasks", "taskstack.tasks.main:create_app", ("/v1/tasks",), TASKS_HISTORY),
+)

@@ -1,0 +1,7 @@
+"""The tasks service's settings, read from the environment."""
+
+from taskstack.common.settings import ServiceSettings
+
+
+class TasksSettings(ServiceSettings):
+    pass

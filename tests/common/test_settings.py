@@ -1,0 +1,107 @@
+import pytest
+from pydantic import SecretStr, ValidationError
+
+from taskstack.common.settings import (
+    DEVELOPMENT_SECRET_MARKER,
+    ServiceSettings,
+    describe_settings_error,
+    normalize_database_url,
+)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgres://ada:pw@db.example.com:5432/app?sslmode=require",
+        "postgresql://ada:pw@db.example.com:5432/app?sslmode=require",
+        "postgresql+psycopg://ada:pw@db.example.com:5432/app?sslmode=require",
+    ],
+)
+def test_every_postgres_spelling_becomes_psycopg(url: str) -> None:
+    normalized = normalize_database_url(url)
+    assert normalized.drivername == "postgresql+psycopg"
+    assert (normalized.username, normalized.password, normalized.host) == (
+        "ada",
+        "pw",
+        "db.example.com",
+    )
+    assert normalized.database == "app"
+    assert normalized.query == {"sslmode": "require"}
+
+
+@pytest.mark.parametrize("url", ["mysql://u@h/db", "postgresql+asyncpg://u@h/db", "not a url"])
+def test_other_urls_are_refused(url: str) -> None:
+    with pytest.raises(ValueError, match=r"scheme|not a URL"):
+        normalize_database_url(url)
+
+
+def settings(**values: object) -> ServiceSettings:
+    return ServiceSettings.model_validate({"database_url": "postgres://u@h/db", **values})
+
+
+def test_cors_origins_read_as_a_comma_separated_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgres://u@h/db")
+    monkeypatch.setenv("CORS_ALLOWED_ORIGINS", "https://a.example, https://b.example")
+    assert ServiceSettings().cors_allowed_origins == ["https://a.example", "https://b.example"]
+
+
+def test_no_cors_origin_by_default() -> None:
+    assert settings().cors_allowed_origins == []
+
+
+def test_production_refuses_a_wildcard_origin() -> None:
+    assert settings(cors_allowed_origins=["*"]).cors_allowed_origins == ["*"]
+    with pytest.raises(ValidationError, match="CORS_ALLOWED_ORIGINS"):
+        settings(environment="production", cors_allowed_origins=["*"])
+
+
+class SettingsWithSecret(ServiceSettings):
+    signing_key: SecretStr | None = None
+
+
+def test_production_refuses_a_development_secret() -> None:
+    dev_secret = f"{DEVELOPMENT_SECRET_MARKER}-abc123"
+    base = {"database_url": "postgres://u@h/db", "signing_key": dev_secret}
+    assert SettingsWithSecret.model_validate(base).signing_key is not None
+    with pytest.raises(ValidationError, match="SIGNING_KEY holds a development secret"):
+        SettingsWithSecret.model_validate({**base, "environment": "production"})
+    production = SettingsWithSecret.model_validate(
+        {**base, "environment": "production", "signing_key": "a-real-secret"}
+    )
+    assert production.environment == "production"
+
+
+def test_a_development_database_password_is_refused_in_production() -> None:
+    url = f"postgres://u:{DEVELOPMENT_SECRET_MARKER}@h/db"
+    with pytest.raises(ValidationError, match="DATABASE_URL holds a development secret"):
+        settings(environment="production", database_url=url)
+
+
+def test_settings_errors_read_as_one_line_naming_variables_not_values() -> None:
+    with pytest.raises(ValidationError) as caught:
+        ServiceSettings.model_validate(
+            {"database_url": "mysql://root:hunter2@h/db", "database_pool_size": 0}
+        )
+    message = describe_settings_error(caught.value)
+    assert "\n" not in message
+    assert "DATABASE_URL" in message and "DATABASE_POOL_SIZE" in message
+    assert "hunter2" not in message
+
+
+def test_transaction_pooler_detected_from_neon_pooled_host_or_set_explicitly() -> None:
+    neon = "postgres://u:p@ep-cool-name-123-pooler.eu-central-1.aws.neon.tech/db?sslmode=require"
+    assert settings(database_url=neon).uses_transaction_pooler
+    assert not settings().uses_transaction_pooler
+    assert settings(database_transaction_pooler=True).uses_transaction_pooler
+    assert not settings(
+        database_url=neon, database_transaction_pooler=False
+    ).uses_transaction_pooler
+
+
+def test_migrations_use_the_direct_url_when_given() -> None:
+    pooled = settings(
+        database_url="postgres://u@ep-x-pooler.neon.tech/db",
+        database_migration_url="postgres://u@ep-x.neon.tech/db",
+    )
+    assert pooled.migration_database.host == "ep-x.neon.tech"
+    assert settings().migration_database.host == "h"

@@ -1,0 +1,45 @@
+"""Fixtures every test package shares: a real PostgreSQL, migrated once, clean per test."""
+
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from sqlalchemy.engine import URL
+
+from taskstack.common.migrations import upgrade
+from taskstack.dev.services import SERVICES
+from tests.support.postgres import PostgresServer, postgres_for_tests
+
+SERVICE_SCHEMAS = tuple(service.history.schema for service in SERVICES)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    with postgres_for_tests() as server:
+        try:
+            yield server
+        finally:
+            server.drop_scratch_databases()
+
+
+@pytest.fixture(scope="session")
+def migrated_database(postgres: PostgresServer) -> URL:
+    """The database every service test uses; migrations run once per test run."""
+    url = postgres.url if not postgres.owns_database else postgres.create_database()
+    for service in SERVICES:
+        upgrade(url, service.history)
+    return url
+
+
+@pytest.fixture
+def database_url(migrated_database: URL, postgres: PostgresServer) -> URL:
+    """The migrated database, emptied of every row before the test starts."""
+    with psycopg.connect(postgres.libpq(migrated_database), autocommit=True) as conn:
+        tables = conn.execute(
+            "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables "
+            "WHERE schemaname = ANY(%s) AND tablename <> 'alembic_version'",
+            (list(SERVICE_SCHEMAS),),
+        ).fetchall()
+        if tables:
+            conn.execute(f"TRUNCATE {', '.join(t for (t,) in tables)} RESTART IDENTITY CASCADE")
+    return migrated_database

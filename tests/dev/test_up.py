@@ -1,0 +1,148 @@
+"""`taskstack up` as a new user runs it: a subprocess, embedded PostgreSQL, Ctrl-C to stop."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+
+TASKSTACK = str(Path(sys.executable).with_name("taskstack"))
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def start(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [TASKSTACK, "up", "--data-dir", str(tmp_path / "data"), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        env={k: v for k, v in os.environ.items() if k != "DATABASE_URL"},
+    )
+
+
+def wait_for_gateway(process: subprocess.Popen[str], url: str, within: float = 90) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.stdout.read() if process.stdout else ""
+        try:
+            if httpx.get(f"{url}/v1/auth/openapi.json", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)
+    raise AssertionError("the gateway did not answer in time")
+
+
+def test_up_serves_both_services_through_the_gateway_and_stops_cleanly(tmp_path: Path) -> None:
+    gateway, auth, tasks = free_ports(3)
+    process = start(
+        tmp_path, "--port", str(gateway), "--auth-port", str(auth), "--tasks-port", str(tasks)
+    )
+    base = f"http://127.0.0.1:{gateway}"
+    try:
+        wait_for_gateway(process, base)
+        descendants = psutil.Process(process.pid).children(recursive=True)
+        postmaster = int((tmp_path / "data" / "postgres" / "postmaster.pid").read_text().split()[0])
+
+        with httpx.Client(base_url=base, timeout=10) as client:
+            assert client.get("/v1/auth/openapi.json").json()["info"]["title"] == "taskstack auth"
+            assert client.get("/v1/tasks/openapi.json").json()["info"]["title"] == "taskstack tasks"
+            for docs in ("/v1/auth/docs", "/v1/tasks/docs"):
+                page = client.get(docs)
+                assert page.status_code == 200 and "swagger-ui" in page.text
+            # Health is for the kubelet only: the gateway does not route it.
+            assert client.get("/livez").status_code == 404
+            assert client.get("/v1/tasks/nothing-here").status_code == 404
+        assert httpx.get(f"http://127.0.0.1:{auth}/readyz").status_code == 200
+        assert httpx.get(f"http://127.0.0.1:{tasks}/readyz").status_code == 200
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=60)
+
+    assert process.returncode == 0, output
+    assert f"gateway       {base}" in output
+    assert "auth  | " in output and "tasks | " in output
+    assert "taskstack: stopped" in output
+    assert len(descendants) >= 2
+    assert not [p for p in descendants if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert (
+        not psutil.pid_exists(postmaster)
+        or psutil.Process(postmaster).status() == psutil.STATUS_ZOMBIE
+    )
+
+
+def test_a_port_in_use_is_a_one_line_error(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        process = start(tmp_path, "--port", str(port))
+        output, _ = process.communicate(timeout=60)
+    assert process.returncode == 2
+    assert output.strip() == f"taskstack: error: port {port} on 127.0.0.1 is already in use"
+
+
+def test_an_unreachable_database_url_is_a_one_line_error(tmp_path: Path) -> None:
+    [closed] = free_ports(1)
+    gateway, auth, tasks = free_ports(3)
+    process = start(
+        tmp_path,
+        "--database-url",
+        f"postgresql://nobody:secret@127.0.0.1:{closed}/db",
+        "--port",
+        str(gateway),
+        "--auth-port",
+        str(auth),
+        "--tasks-port",
+        str(tasks),
+    )
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 2
+    [line] = output.strip().splitlines()
+    assert line.startswith(
+        "taskstack: error: cannot reach the database at postgresql://nobody:***@"
+    )
+    assert "secret" not in output
+
+
+def test_an_unwritable_data_folder_is_a_one_line_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    gateway, auth, tasks = free_ports(3)
+    process = subprocess.run(
+        [
+            TASKSTACK,
+            "up",
+            "--data-dir",
+            str(blocker / "data"),
+            "--port",
+            str(gateway),
+            "--auth-port",
+            str(auth),
+            "--tasks-port",
+            str(tasks),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert process.returncode == 2
+    assert (
+        process.stderr.strip()
+        == f"taskstack: error: data folder {blocker / 'data'} is not writable: Not a directory"
+    )
