@@ -187,7 +187,7 @@ def measure(kind: str, url: str, seconds: int, script: str) -> dict[str, float]:
 
 def parse_wrk(out: str) -> dict[str, float]:
     def field(pattern: str) -> str:
-        match = re.search(pattern, out)
+        match = re.search(pattern, out, re.MULTILINE)
         if match is None:
             raise ValueError(f"no {pattern!r} in wrk's output:\n{out}")
         return match.group(1)
@@ -199,8 +199,8 @@ def parse_wrk(out: str) -> dict[str, float]:
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     return {
         "rps": float(field(r"Requests/sec:\s+([\d.]+)")),
-        "p50_ms": ms(field(r"50%\s+(\S+)")),
-        "p99_ms": ms(field(r"99%\s+(\S+)")),
+        "p50_ms": ms(field(r"^\s+50%\s+(\S+)")),
+        "p99_ms": ms(field(r"^\s+99%\s+(\S+)")),
         "non_2xx": float(errors.group(1)) if errors else 0.0,
     }
 

