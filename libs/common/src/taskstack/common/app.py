@@ -165,12 +165,17 @@ def _problem_documenting_openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
 
 _PROBLEM_CONTENT = {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
 _RETRY_AFTER = {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait."}}
+_CHALLENGE = {
+    "WWW-Authenticate": {"schema": {"type": "string"}, "description": "Bearer challenge."}
+}
 
 
 def _document_problems(operation: dict[str, Any]) -> None:
     responses: dict[str, Any] = operation.setdefault("responses", {})
     has_body = "requestBody" in operation
     statuses: dict[str, str] = {}
+    if operation.get("security"):
+        statuses["401"] = "The access token is missing, invalid or expired; see `WWW-Authenticate`."
     if has_body:
         statuses["413"] = "The body is too large."
         statuses["415"] = "The body is not in a media type this operation reads."
@@ -185,3 +190,5 @@ def _document_problems(operation: dict[str, Any]) -> None:
             response["content"] = _PROBLEM_CONTENT
             if status in ("429", "503"):
                 response["headers"] = _RETRY_AFTER
+            elif status == "401":
+                response["headers"] = _CHALLENGE

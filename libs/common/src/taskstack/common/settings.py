@@ -10,7 +10,7 @@ from sqlalchemy.exc import ArgumentError
 
 # Every secret that tooling generates for development carries this marker, so
 # a production service can recognise and refuse one wherever it came from.
-DEVELOPMENT_SECRET_MARKER = "insecure-development"  # noqa: S105 - a marker, not a secret
+DEVELOPMENT_SECRET_MARKER = "insecure-development"
 
 
 _POSTGRES_SCHEMES = {"postgres", "postgresql", "postgresql+psycopg"}
@@ -56,6 +56,12 @@ class ServiceSettings(BaseSettings):
     # None: detect from the host name (Neon's pooled endpoints contain "-pooler").
     database_transaction_pooler: bool | None = None
 
+    # Access tokens: the auth service issues them with these values, every
+    # service checks them exactly.
+    token_issuer: str = "http://127.0.0.1:8000"
+    token_audience: str = "taskstack"
+    token_leeway_seconds: int = Field(default=30, ge=0, le=300)
+
     readiness_timeout: float = Field(default=2.0, gt=0, le=30)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     cors_allowed_origins: Annotated[list[str], NoDecode] = []
@@ -80,6 +86,8 @@ class ServiceSettings(BaseSettings):
             return self
         if "*" in self.cors_allowed_origins:
             raise ValueError("CORS_ALLOWED_ORIGINS must list origins explicitly in production")
+        if not self.token_issuer.startswith("https://"):
+            raise ValueError("TOKEN_ISSUER must be an https:// URL in production")
         for name, value in self:
             if (
                 isinstance(value, SecretStr)
