@@ -42,6 +42,11 @@ class AppError(Exception):
         self.detail = detail
         self.headers = dict(headers or {})
 
+    def response(self) -> Response:
+        """The problem answer. A route may return it instead of raising the error, so that
+        what the request wrote (a failed-attempt counter, say) still commits."""
+        return problem_response(self.status_code, self.detail, headers=self.headers)
+
 
 class BadRequest(AppError):
     status_code = HTTPStatus.BAD_REQUEST
@@ -108,7 +113,7 @@ def problem_response(
 
 async def _app_error(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, AppError)
-    return problem_response(exc.status_code, exc.detail, headers=exc.headers)
+    return exc.response()
 
 
 async def _http_exception(_: Request, exc: Exception) -> Response:

@@ -1,7 +1,51 @@
 """The auth service's settings, read from the environment."""
 
-from taskstack.common.settings import ServiceSettings
+import os
+from pathlib import Path
+from typing import Self
+
+from pydantic import Field, SecretStr, model_validator
+
+from taskstack.common.settings import DEVELOPMENT_SECRET_MARKER, Environment, ServiceSettings
+
+MINIMUM_PRODUCTION_BCRYPT_COST = 12
 
 
 class AuthSettings(ServiceSettings):
-    pass
+    # A directory of "<kid>.pem" EC P-256 private keys (a mounted Secret): every
+    # key is published in the JWKS; the one named by AUTH_SIGNING_KEY_ID signs.
+    auth_signing_keys_dir: Path
+    auth_signing_key_id: str | None = None
+    # Keys the HMAC pre-hash of every password; changing it invalidates every password.
+    auth_password_pepper: SecretStr = SecretStr(f"{DEVELOPMENT_SECRET_MARKER}-pepper")
+    auth_bcrypt_cost: int = Field(default=12, ge=4, le=16)
+    # Hashing runs in threads: this many at once, and at most this many waiting
+    # (further logins get a fast 503 instead of a growing queue).
+    auth_hash_concurrency: int = Field(default=os.cpu_count() or 2, ge=1, le=64)
+    auth_hash_queue_limit: int = Field(default=32, ge=0, le=10_000)
+
+    auth_access_token_seconds: int = Field(default=600, ge=60, le=3600)
+    auth_refresh_token_absolute_seconds: int = Field(default=30 * 86400, ge=60)
+    auth_refresh_token_idle_seconds: int = Field(default=14 * 86400, ge=60)
+
+    # Failed logins counted per account and per client IP, in PostgreSQL.
+    auth_login_failures_per_account: int = Field(default=5, ge=1)
+    auth_login_failures_per_ip: int = Field(default=50, ge=1)
+    auth_registrations_per_ip: int = Field(default=20, ge=1)
+    auth_throttle_window_seconds: int = Field(default=900, ge=1)
+    # Over a limit, each further failure doubles the wait, from the base up to the cap.
+    auth_throttle_base_delay_seconds: float = Field(default=1.0, gt=0)
+    auth_throttle_max_delay_seconds: float = Field(default=900.0, gt=0)
+
+    auth_jwks_max_age_seconds: int = Field(default=300, ge=0)
+
+    @model_validator(mode="after")
+    def _production_strength(self) -> Self:
+        if (
+            self.environment is Environment.PRODUCTION
+            and self.auth_bcrypt_cost < MINIMUM_PRODUCTION_BCRYPT_COST
+        ):
+            raise ValueError(
+                f"AUTH_BCRYPT_COST must be at least {MINIMUM_PRODUCTION_BCRYPT_COST} in production"
+            )
+        return self

@@ -1,19 +1,55 @@
 """The auth service's ASGI app: `uvicorn --factory taskstack.auth.main:create_app`."""
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from importlib.metadata import version
 
+import anyio
 from fastapi import FastAPI
 
 from taskstack.auth.config import AuthSettings
-from taskstack.auth.routes import router
+from taskstack.auth.keys import load_signing_keys
+from taskstack.auth.passwords import PasswordHasher
+from taskstack.auth.routes import router, well_known
+from taskstack.auth.service import Auth
+from taskstack.auth.throttle import Throttle
 from taskstack.common.app import create_service_app
+from taskstack.common.settings import Environment
+from taskstack.common.tokens import StaticKeySet, TokenVerifier
 
 
 def create_app(settings: AuthSettings | None = None) -> FastAPI:
+    settings = settings or AuthSettings()  # read from the environment
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        keys = load_signing_keys(
+            settings.auth_signing_keys_dir,
+            settings.auth_signing_key_id,
+            production=settings.environment is Environment.PRODUCTION,
+        )
+        hasher = await anyio.to_thread.run_sync(
+            lambda: PasswordHasher(
+                pepper=settings.auth_password_pepper.get_secret_value(),
+                cost=settings.auth_bcrypt_cost,
+                concurrency=settings.auth_hash_concurrency,
+                queue_limit=settings.auth_hash_queue_limit,
+            )
+        )
+        app.state.auth = Auth(settings, keys, hasher, Throttle(settings))
+        app.state.token_verifier = TokenVerifier(
+            StaticKeySet(keys.public_keys),
+            issuer=settings.token_issuer,
+            audience=settings.token_audience,
+            leeway=settings.token_leeway_seconds,
+        )
+        yield
+
     return create_service_app(
         name="auth",
         version=version("taskstack-auth"),
-        settings=settings or AuthSettings(),
-        routers=[router],
+        settings=settings,
+        routers=[router, well_known],
         public_prefix="/v1/auth",
+        lifespan=lifespan,
     )

@@ -1,13 +1,120 @@
-"""The auth service's tables, all in PostgreSQL schema "auth"."""
+"""The auth service's tables (schema "auth") and its public schemas."""
 
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, EmailStr, Field
+from sqlalchemy import DateTime, Index, LargeBinary, text
+from sqlmodel import Field as Column
 from sqlmodel import SQLModel
 
-from taskstack.common.models import schema_metadata
+from taskstack.common.models import Timestamps, UUIDPrimaryKey, Versioned, schema_metadata
 
 SCHEMA = "auth"
+MAX_EMAIL_LENGTH = 254
 
 
 class AuthTable(SQLModel):
     """Base of every table the auth service owns."""
 
     metadata = schema_metadata(SCHEMA)
+
+
+def _aware() -> DateTime:
+    return DateTime(timezone=True)
+
+
+class User(UUIDPrimaryKey, Timestamps, Versioned, AuthTable, table=True):
+    __table_args__ = (Index("uq_user_email_lower", text("lower(email)"), unique=True),)
+
+    email: str = Column(max_length=MAX_EMAIL_LENGTH)
+    password_hash: str
+
+
+class RefreshTokenFamily(UUIDPrimaryKey, AuthTable, table=True):
+    """One sign-in session: every refresh token rotated from one password grant."""
+
+    __tablename__ = "refresh_token_family"
+
+    user_id: uuid.UUID = Column(foreign_key="auth.user.id", ondelete="CASCADE", index=True)
+    created_at: datetime = Column(sa_type=_aware())
+    expires_at: datetime = Column(sa_type=_aware())
+    revoked_at: datetime | None = Column(default=None, sa_type=_aware())
+
+
+class RefreshToken(UUIDPrimaryKey, AuthTable, table=True):
+    """One refresh token of a family, stored only as its SHA-256 digest."""
+
+    __tablename__ = "refresh_token"
+
+    family_id: uuid.UUID = Column(
+        foreign_key="auth.refresh_token_family.id", ondelete="CASCADE", index=True
+    )
+    token_hash: bytes = Column(sa_type=LargeBinary, unique=True)
+    created_at: datetime = Column(sa_type=_aware())
+    idle_expires_at: datetime = Column(sa_type=_aware())
+    spent_at: datetime | None = Column(default=None, sa_type=_aware())
+
+
+class ThrottleCounter(AuthTable, table=True):
+    """Failures counted per key ("login-account:<email>", "login-ip:<ip>", "register-ip:<ip>")."""
+
+    __tablename__ = "throttle_counter"
+
+    key: str = Column(primary_key=True, max_length=300)
+    failures: int
+    window_started_at: datetime = Column(sa_type=_aware())
+    blocked_until: datetime | None = Column(default=None, sa_type=_aware())
+
+
+def _trim(value: object) -> object:
+    return value.strip() if isinstance(value, str) else value
+
+
+def _lower_domain(address: str) -> str:
+    local, _, domain = address.rpartition("@")
+    return f"{local}@{domain.lower()}"
+
+
+# Trimmed, domain lower-cased; unique case-insensitively (the index above).
+Email = Annotated[
+    EmailStr,
+    BeforeValidator(_trim),
+    Field(max_length=MAX_EMAIL_LENGTH),
+    AfterValidator(_lower_domain),
+]
+
+
+class Registration(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    email: Email
+    password: str = Field(description="8 to 1024 characters; not a common password.")
+
+
+class PasswordChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    current_password: str = Field(max_length=4096)
+    new_password: str
+
+
+class UserPublic(BaseModel):
+    id: uuid.UUID
+    email: str
+    created_at: datetime
+
+
+class TokenPair(BaseModel):
+    access_token: str
+    token_type: str = "Bearer"
+    expires_in: int
+    refresh_token: str
+
+
+class OAuthError(BaseModel):
+    """RFC 6749 §5.2 error answer of the token endpoint."""
+
+    error: str
+    error_description: str | None = None

@@ -1,0 +1,111 @@
+"""Password policy and hashing.
+
+Policy (NIST SP 800-63B, OWASP ASVS 5.0 §6.2): 8 to 1024 characters of any
+script, no composition rules, no trimming or case-folding, not one of the
+most common passwords, not the e-mail address. Passwords are NFKC-normalised
+before hashing, so the same password typed on another keyboard still matches.
+
+Hashing: bcrypt reads only 72 bytes, so the password is first reduced with
+HMAC-SHA-384 keyed by a pepper and base64-encoded (64 bytes), as OWASP's
+Password Storage Cheat Sheet describes: nothing is silently truncated, and a
+stolen database alone cannot be attacked offline.
+"""
+
+import base64
+import functools
+import hashlib
+import hmac
+import unicodedata
+from collections.abc import Callable
+from typing import TypeVar
+
+import anyio
+import bcrypt
+from zxcvbn.frequency_lists import FREQUENCY_LISTS
+
+from taskstack.common.errors import ServiceUnavailable
+
+T = TypeVar("T")
+
+MIN_LENGTH = 8
+MAX_LENGTH = 1024
+
+
+@functools.cache
+def _common_passwords() -> frozenset[str]:
+    # zxcvbn ships the 30,000 most common passwords of a public corpus.
+    return frozenset(FREQUENCY_LISTS["passwords"])
+
+
+def password_problem(password: str, *, email: str | None = None) -> str | None:
+    """Why ``password`` may not be used, or None when it may."""
+    if len(password) < MIN_LENGTH:
+        return f"The password must be at least {MIN_LENGTH} characters long."
+    if len(password) > MAX_LENGTH:
+        return f"The password must be at most {MAX_LENGTH} characters long."
+    if "\x00" in password:
+        return "The password must not contain NUL characters."
+    if not _encodable(password):
+        return "The password is not valid Unicode text."
+    if password.casefold() in _common_passwords():
+        return "This password is one of the most commonly used passwords; choose another."
+    if email and password.casefold() in {email.casefold(), email.split("@")[0].casefold()}:
+        return "The password must not be the e-mail address."
+    return None
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate
+        return False
+    return True
+
+
+def _prehash(password: str, pepper: bytes) -> bytes:
+    normalized = unicodedata.normalize("NFKC", password).encode("utf-8")
+    return base64.b64encode(hmac.new(pepper, normalized, hashlib.sha384).digest())
+
+
+def bcrypt_cost(password_hash: str) -> int:
+    return int(password_hash.split("$")[2])
+
+
+class PasswordHasher:
+    """bcrypt in a bounded thread pool, so hashing never stalls the event loop."""
+
+    def __init__(self, *, pepper: str, cost: int, concurrency: int, queue_limit: int):
+        self._pepper = pepper.encode("utf-8")
+        self.cost = cost
+        self._limiter = anyio.CapacityLimiter(concurrency)
+        self._queue_limit = queue_limit
+        self._in_flight = 0
+        # Verified against when the account does not exist, so that an unknown
+        # e-mail costs exactly what a wrong password does.
+        self._dummy_hash = bcrypt.hashpw(b"taskstack-dummy", bcrypt.gensalt(cost)).decode()
+
+    async def hash(self, password: str) -> str:
+        prehashed = _prehash(password, self._pepper)
+        salt = bcrypt.gensalt(self.cost)
+        return (await self._run(lambda: bcrypt.hashpw(prehashed, salt))).decode()
+
+    async def verify(self, password: str, password_hash: str | None) -> bool:
+        """Check ``password``; with no hash (unknown account) spend the same time and fail."""
+        if len(password) > MAX_LENGTH or not _encodable(password):
+            password = ""  # still hashed below: the same cost as any other failure
+        prehashed = _prehash(password, self._pepper)
+        expected = (password_hash or self._dummy_hash).encode()
+        matches = await self._run(lambda: bcrypt.checkpw(prehashed, expected))
+        return matches and password_hash is not None and password != ""
+
+    def needs_rehash(self, password_hash: str) -> bool:
+        return bcrypt_cost(password_hash) < self.cost
+
+    async def _run(self, work: Callable[[], T]) -> T:
+        if self._in_flight >= self._limiter.total_tokens + self._queue_limit:
+            raise ServiceUnavailable("Too many sign-ins at once; try again shortly.")
+        self._in_flight += 1
+        try:
+            return await anyio.to_thread.run_sync(work, limiter=self._limiter)
+        finally:
+            self._in_flight -= 1

@@ -1,0 +1,164 @@
+"""What the auth service does: register, sign in, refresh, revoke, change passwords.
+
+No FastAPI here. The outcomes that must still commit (a failed login is
+counted even though the answer is an error) are returned, not raised: a
+raised error rolls the request's transaction back.
+"""
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import func
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from taskstack.auth import refresh_tokens
+from taskstack.auth.config import AuthSettings
+from taskstack.auth.keys import SigningKeys
+from taskstack.auth.models import Registration, TokenPair, User
+from taskstack.auth.passwords import PasswordHasher, password_problem
+from taskstack.auth.throttle import Throttle
+from taskstack.common.errors import BadRequest, Conflict, TooManyRequests, UnprocessableContent
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Grant:
+    """An OAuth error answer of the token endpoint (RFC 6749 §5.2)."""
+
+    error: str
+    description: str
+
+
+INVALID_CREDENTIALS = Grant("invalid_grant", "The e-mail address or password is not correct.")
+INVALID_REFRESH_TOKEN = Grant("invalid_grant", "The refresh token is not valid.")
+
+
+@dataclass
+class Auth:
+    """The auth service's collaborators, built once per process."""
+
+    settings: AuthSettings
+    keys: SigningKeys
+    hasher: PasswordHasher
+    throttle: Throttle
+
+    @property
+    def lifetimes(self) -> refresh_tokens.Lifetimes:
+        return refresh_tokens.Lifetimes(
+            absolute=timedelta(seconds=self.settings.auth_refresh_token_absolute_seconds),
+            idle=timedelta(seconds=self.settings.auth_refresh_token_idle_seconds),
+        )
+
+    def _access_token(self, user_id: uuid.UUID) -> str:
+        return self.keys.issue_access_token(
+            user_id,
+            issuer=self.settings.token_issuer,
+            audience=self.settings.token_audience,
+            lifetime=self.settings.auth_access_token_seconds,
+        )
+
+    def _pair(self, user_id: uuid.UUID, refresh_token: str) -> TokenPair:
+        return TokenPair(
+            access_token=self._access_token(user_id),
+            expires_in=self.settings.auth_access_token_seconds,
+            refresh_token=refresh_token,
+        )
+
+    async def register(
+        self, session: AsyncSession, request: Registration, client_ip: str
+    ) -> User | Conflict:
+        if problem := password_problem(request.password, email=request.email):
+            raise UnprocessableContent(problem)
+        # Every attempt counts, a taken e-mail included (so registration cannot
+        # be used to test addresses faster than the limit allows).
+        await self._check_throttle(session, [self.throttle.register_ip.key(client_ip)])
+        await self.throttle.record_failure(session, self.throttle.register_ip, client_ip)
+        if await find_user_by_email(session, request.email) is not None:
+            return Conflict("An account with this e-mail address exists.")
+        user = User(email=request.email, password_hash=await self.hasher.hash(request.password))
+        session.add(user)
+        try:
+            await session.flush()
+        except IntegrityError:
+            raise Conflict("An account with this e-mail address exists.") from None
+        logger.info("account registered", extra={"user_id": str(user.id), "client_ip": client_ip})
+        return user
+
+    async def password_grant(
+        self, session: AsyncSession, email: str, password: str, client_ip: str
+    ) -> TokenPair | Grant:
+        """Sign in. Unknown e-mail and wrong password look alike, in answer and in time."""
+        email = _normalize_login(email)
+        throttle = self.throttle
+        await self._check_throttle(
+            session, [throttle.login_account.key(email), throttle.login_ip.key(client_ip)]
+        )
+        user = await find_user_by_email(session, email)
+        if not await self.hasher.verify(password, user.password_hash if user else None):
+            await throttle.record_failure(session, throttle.login_account, email)
+            await throttle.record_failure(session, throttle.login_ip, client_ip)
+            logger.info("login failed", extra={"email": email, "client_ip": client_ip})
+            return INVALID_CREDENTIALS
+        assert user is not None
+        await throttle.clear(session, throttle.login_account, email)
+        if self.hasher.needs_rehash(user.password_hash):
+            user.password_hash = await self.hasher.hash(password)
+        refresh_token = await refresh_tokens.start_family(session, user.id, self.lifetimes)
+        logger.info("login succeeded", extra={"user_id": str(user.id), "client_ip": client_ip})
+        return self._pair(user.id, refresh_token)
+
+    async def refresh_grant(
+        self, session: AsyncSession, refresh_token: str, client_ip: str
+    ) -> TokenPair | Grant:
+        outcome = await refresh_tokens.rotate(session, refresh_token, self.lifetimes)
+        if isinstance(outcome, refresh_tokens.Refusal):
+            if outcome is refresh_tokens.Refusal.REUSED:
+                logger.warning(
+                    "refresh token reused; session revoked", extra={"client_ip": client_ip}
+                )
+            return INVALID_REFRESH_TOKEN
+        return self._pair(outcome.user_id, outcome.refresh_token)
+
+    async def revoke(self, session: AsyncSession, token: str) -> None:
+        if await refresh_tokens.revoke(session, token):
+            logger.info("session revoked")
+
+    async def change_password(
+        self, session: AsyncSession, user: User, current: str, new: str, client_ip: str
+    ) -> BadRequest | None:
+        """Replace the password and end every session; or say why the current one is refused."""
+        throttle = self.throttle
+        await self._check_throttle(session, [throttle.login_account.key(user.email)])
+        if not await self.hasher.verify(current, user.password_hash):
+            await throttle.record_failure(session, throttle.login_account, user.email)
+            logger.info(
+                "password change refused", extra={"user_id": str(user.id), "client_ip": client_ip}
+            )
+            return BadRequest("The current password is not correct.")
+        if problem := password_problem(new, email=user.email):
+            raise UnprocessableContent(problem)
+        user.password_hash = await self.hasher.hash(new)
+        user.version += 1
+        await refresh_tokens.revoke_all(session, user.id)
+        logger.info("password changed; sessions ended", extra={"user_id": str(user.id)})
+        return None
+
+    async def _check_throttle(self, session: AsyncSession, keys: list[str]) -> None:
+        if retry_after := await self.throttle.retry_after(session, keys):
+            logger.info("throttled", extra={"keys": keys})
+            raise TooManyRequests("Too many attempts; try again later.", retry_after=retry_after)
+
+
+def _normalize_login(email: str) -> str:
+    local, _, domain = email.strip().rpartition("@")
+    return f"{local}@{domain.lower()}" if local else email.strip()
+
+
+async def find_user_by_email(session: AsyncSession, email: str) -> User | None:
+    statement = select(User).where(func.lower(User.email) == email.lower())
+    return (await session.exec(statement)).first()

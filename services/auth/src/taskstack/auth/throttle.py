@@ -1,0 +1,92 @@
+"""Brute-force throttling, counted in PostgreSQL so every replica sees the same counts.
+
+Each key (an account, a client IP) may fail ``limit`` times per window. Past
+that, each further failure blocks the key for twice as long as the last time,
+from a base delay up to a cap: an attacker slows to a crawl, while a victim
+whose account is being attacked is never locked out for longer than the cap.
+"""
+
+import math
+import random
+from dataclasses import dataclass
+
+from sqlalchemy import text
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from taskstack.auth.config import AuthSettings
+
+_RECORD = text(
+    """
+    INSERT INTO auth.throttle_counter AS c (key, failures, window_started_at)
+    VALUES (:key, 1, now())
+    ON CONFLICT (key) DO UPDATE SET
+        failures = CASE WHEN c.window_started_at < now() - make_interval(secs => :window)
+                         AND (c.blocked_until IS NULL OR c.blocked_until < now())
+                        THEN 1 ELSE c.failures + 1 END,
+        window_started_at = CASE WHEN c.window_started_at < now() - make_interval(secs => :window)
+                                  AND (c.blocked_until IS NULL OR c.blocked_until < now())
+                                 THEN now() ELSE c.window_started_at END
+    RETURNING failures
+    """
+)
+_BLOCK = text(
+    "UPDATE auth.throttle_counter SET blocked_until = now() + make_interval(secs => :delay) "
+    "WHERE key = :key"
+)
+_BLOCKED_FOR = text(
+    "SELECT extract(epoch FROM max(blocked_until) - now()) FROM auth.throttle_counter "
+    "WHERE key = ANY(:keys) AND blocked_until > now()"
+)
+_CLEAR = text("DELETE FROM auth.throttle_counter WHERE key = :key")
+# Bounded, occasional clean-up of counters nobody has touched for a long time.
+_PURGE = text(
+    """
+    DELETE FROM auth.throttle_counter WHERE key IN (
+        SELECT key FROM auth.throttle_counter
+        WHERE window_started_at < now() - make_interval(secs => :keep)
+          AND (blocked_until IS NULL OR blocked_until < now())
+        LIMIT 100)
+    """
+)
+PURGE_PROBABILITY = 0.02
+
+
+@dataclass(frozen=True)
+class Policy:
+    prefix: str
+    limit: int
+
+    def key(self, value: str) -> str:
+        return f"{self.prefix}:{value}"
+
+
+class Throttle:
+    def __init__(self, settings: AuthSettings):
+        self.login_account = Policy("login-account", settings.auth_login_failures_per_account)
+        self.login_ip = Policy("login-ip", settings.auth_login_failures_per_ip)
+        self.register_ip = Policy("register-ip", settings.auth_registrations_per_ip)
+        self._window = settings.auth_throttle_window_seconds
+        self._base = settings.auth_throttle_base_delay_seconds
+        self._cap = settings.auth_throttle_max_delay_seconds
+
+    async def retry_after(self, session: AsyncSession, keys: list[str]) -> int:
+        """Seconds until every one of ``keys`` may try again; 0 when none is blocked."""
+        connection = await session.connection()
+        remaining = (await connection.execute(_BLOCKED_FOR, {"keys": keys})).scalar_one()
+        return math.ceil(remaining) if remaining is not None else 0
+
+    async def record_failure(self, session: AsyncSession, policy: Policy, value: str) -> None:
+        connection = await session.connection()
+        key = policy.key(value)
+        failures = (
+            await connection.execute(_RECORD, {"key": key, "window": self._window})
+        ).scalar_one()
+        if failures >= policy.limit:
+            delay = min(self._base * 2 ** min(failures - policy.limit, 32), self._cap)
+            await connection.execute(_BLOCK, {"key": key, "delay": delay})
+        if random.random() < PURGE_PROBABILITY:  # noqa: S311 - sampling, not crypto
+            keep = 2 * max(self._window, self._cap)
+            await connection.execute(_PURGE, {"keep": keep})
+
+    async def clear(self, session: AsyncSession, policy: Policy, value: str) -> None:
+        await (await session.connection()).execute(_CLEAR, {"key": policy.key(value)})
