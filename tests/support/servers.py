@@ -17,13 +17,30 @@ class _ThreadedServer(uvicorn.Server):
 
 
 @contextlib.contextmanager
-def serve(app: ASGIApp, *, startup_timeout: float = 30.0) -> Iterator[str]:
-    """Yield the base URL of ``app`` served over real HTTP; stop it afterwards."""
+def serve(
+    app: ASGIApp,
+    *,
+    port: int = 0,
+    trusted_proxies: str = "127.0.0.1",
+    startup_timeout: float = 30.0,
+) -> Iterator[str]:
+    """Yield the base URL of ``app`` served over real HTTP; stop it afterwards.
+
+    ``trusted_proxies`` is uvicorn's --forwarded-allow-ips: peers whose
+    X-Forwarded-For is believed (the tests' own client is 127.0.0.1).
+    """
     sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
     port = sock.getsockname()[1]
     server = _ThreadedServer(
-        uvicorn.Config(app, log_config=None, lifespan="on", timeout_graceful_shutdown=5)
+        uvicorn.Config(
+            app,
+            log_config=None,
+            lifespan="on",
+            timeout_graceful_shutdown=5,
+            forwarded_allow_ips=trusted_proxies,
+        )
     )
 
     def run() -> None:

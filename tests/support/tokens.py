@@ -16,11 +16,17 @@ AUDIENCE = "taskstack"
 
 
 class TokenMint:
-    def __init__(self, kid: str = "test-key", issuer: str = ISSUER, audience: str = AUDIENCE):
+    def __init__(
+        self,
+        kid: str = "test-key",
+        issuer: str = ISSUER,
+        audience: str = AUDIENCE,
+        private_key: ec.EllipticCurvePrivateKey | None = None,
+    ):
         self.kid = kid
         self.issuer = issuer
         self.audience = audience
-        self.private_key = ec.generate_private_key(ec.SECP256R1())
+        self.private_key = private_key or ec.generate_private_key(ec.SECP256R1())
 
     @property
     def public_key(self) -> ec.EllipticCurvePublicKey:

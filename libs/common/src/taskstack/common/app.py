@@ -186,9 +186,18 @@ def _document_problems(operation: dict[str, Any]) -> None:
     for status, description in statuses.items():
         responses.setdefault(status, {"description": description})
     for status, response in responses.items():
-        if status[0] in "45":
+        # A route may document another error format (the OAuth token endpoint
+        # does); everything else is problem+json.
+        if status[0] in "45" and _is_problem(response.get("content")):
             response["content"] = _PROBLEM_CONTENT
             if status in ("429", "503"):
                 response["headers"] = _RETRY_AFTER
             elif status == "401":
                 response["headers"] = _CHALLENGE
+
+
+def _is_problem(content: dict[str, Any] | None) -> bool:
+    if not content:
+        return True
+    refs = {media.get("schema", {}).get("$ref", "") for media in content.values()}
+    return all(ref.rsplit("/", 1)[-1] in ("Problem", "HTTPValidationError") for ref in refs)

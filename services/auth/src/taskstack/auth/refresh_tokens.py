@@ -51,6 +51,7 @@ async def start_family(session: AsyncSession, user_id: uuid.UUID, lifetimes: Lif
         user_id=user_id, created_at=now, expires_at=now + lifetimes.absolute
     )
     session.add(family)
+    await session.flush()  # the token row refers to it (no ORM relationship orders them)
     return _add_token(session, family, now, lifetimes)
 
 

@@ -1,0 +1,31 @@
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy.engine import URL
+
+from taskstack.auth.keys import generate_signing_key
+from taskstack.auth.main import create_app
+from tests.support.auth import auth_settings
+from tests.support.servers import serve
+
+
+@pytest.fixture(scope="session")
+def keys_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("signing-keys")
+    generate_signing_key(directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def auth_server(migrated_database: URL, keys_dir: Path) -> Iterator[str]:
+    with serve(create_app(auth_settings(migrated_database, keys_dir))) as base_url:
+        yield base_url
+
+
+@pytest.fixture
+def client(auth_server: str, database_url: URL) -> Iterator[httpx.Client]:
+    """A client of the shared test auth service; the database is empty at the start."""
+    with httpx.Client(base_url=auth_server, timeout=30) as http:
+        yield http

@@ -1,0 +1,169 @@
+"""POST /v1/auth/token, password grant: tokens, RFC 6749 errors, the 72-byte bcrypt trap."""
+
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import jwt
+import psycopg
+import pytest
+from sqlalchemy.engine import URL
+
+from taskstack.auth.keys import load_signing_keys
+from taskstack.auth.main import create_app
+from tests.support.auth import STRONG_PASSWORD, auth_settings, login, register
+from tests.support.postgres import PostgresServer
+from tests.support.servers import serve
+
+OAUTH_ERROR_HEADERS = {"cache-control": "no-store", "pragma": "no-cache"}
+
+
+def test_password_grant_issues_an_access_and_a_refresh_token(
+    client: httpx.Client, keys_dir: Path
+) -> None:
+    user_id = register(client, "ada@example.com").json()["id"]
+    response = login(client, "ada@example.com")
+    assert response.status_code == 200
+    assert response.headers["cache-control"] == "no-store"
+    body = response.json()
+    assert set(body) == {"access_token", "token_type", "expires_in", "refresh_token"}
+    assert body["token_type"] == "Bearer"
+    assert body["expires_in"] == 600
+    assert len(body["refresh_token"]) >= 43  # 256 bits, base64url
+
+    keys = load_signing_keys(keys_dir, None, production=False)
+    header = jwt.get_unverified_header(body["access_token"])
+    assert header == {"alg": "ES256", "kid": keys.signing_kid, "typ": "at+jwt"}
+    claims = jwt.decode(
+        body["access_token"],
+        keys.public_keys[keys.signing_kid],
+        algorithms=["ES256"],
+        audience="taskstack",
+        issuer="http://127.0.0.1:8000",
+    )
+    assert set(claims) == {"iss", "aud", "sub", "exp", "iat", "nbf", "jti"}
+    assert claims["sub"] == user_id
+    assert claims["exp"] - claims["iat"] == 600
+    assert abs(claims["iat"] - time.time()) < 60
+
+
+def comparable(response: httpx.Response) -> tuple[int, bytes, dict[str, str]]:
+    headers = {k: v for k, v in response.headers.items() if k not in ("date", "x-request-id")}
+    return response.status_code, response.content, headers
+
+
+def test_unknown_email_and_wrong_password_answer_alike(client: httpx.Client) -> None:
+    register(client, "ada@example.com")
+    wrong_password = login(client, "ada@example.com", "not the password at all")
+    unknown_email = login(client, "nobody@example.com", "not the password at all")
+    assert wrong_password.status_code == 400
+    assert wrong_password.json() == {
+        "error": "invalid_grant",
+        "error_description": "The e-mail address or password is not correct.",
+    }
+    assert comparable(wrong_password) == comparable(unknown_email)
+    assert OAUTH_ERROR_HEADERS.items() <= wrong_password.headers.items()
+
+
+def test_login_is_case_insensitive_in_the_email_only(client: httpx.Client) -> None:
+    register(client, "Ada@Example.com")
+    assert login(client, "  ADA@example.COM ").status_code == 200
+    assert login(client, "ada@example.com", STRONG_PASSWORD.upper()).status_code == 400
+
+
+def test_no_silent_truncation_at_72_bytes(client: httpx.Client) -> None:
+    assert register(client, "ada@example.com", "a" * 72 + "x").status_code == 201
+    assert login(client, "ada@example.com", "a" * 72 + "x").status_code == 200
+    assert login(client, "ada@example.com", "a" * 72 + "y").status_code == 400
+
+
+@pytest.mark.parametrize(
+    "password", [b"a" * 1025, b"a" * 100_000, b"abc%00def", b"%ED%B3%BF" * 10, b"%FF%FEabcdefgh"]
+)
+def test_odd_passwords_at_login_are_a_plain_invalid_grant(
+    client: httpx.Client, password: bytes
+) -> None:
+    register(client, "ada@example.com")
+    response = client.post(
+        "/v1/auth/token",
+        content=b"grant_type=password&username=ada%40example.com&password=" + password,
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_grant"
+
+
+@pytest.mark.parametrize(
+    ("form", "error"),
+    [
+        ({}, "invalid_request"),
+        ({"grant_type": "password", "username": "ada@example.com"}, "invalid_request"),
+        ({"grant_type": "password", "password": "x"}, "invalid_request"),
+        ({"grant_type": "refresh_token"}, "invalid_request"),
+        ({"grant_type": "client_credentials"}, "unsupported_grant_type"),
+        ({"grant_type": "authorization_code", "code": "x"}, "unsupported_grant_type"),
+        (
+            {"grant_type": ["password", "password"], "username": "a@b.c", "password": "p"},
+            "invalid_request",
+        ),
+    ],
+)
+def test_token_request_errors_follow_rfc_6749(
+    client: httpx.Client, form: dict[str, str], error: str
+) -> None:
+    response = client.post("/v1/auth/token", data=form)
+    assert response.status_code == 400
+    assert response.headers["content-type"] == "application/json"
+    assert response.json()["error"] == error
+    assert OAUTH_ERROR_HEADERS.items() <= response.headers.items()
+
+
+def test_a_json_token_request_is_415(client: httpx.Client) -> None:
+    response = client.post(
+        "/v1/auth/token", json={"grant_type": "password", "username": "a", "password": "b"}
+    )
+    assert response.status_code == 415
+
+
+def test_the_hash_is_upgraded_when_the_configured_cost_rises(
+    client: httpx.Client,
+    migrated_database: URL,
+    postgres: PostgresServer,
+    database_url: URL,
+    keys_dir: Path,
+) -> None:
+    register(client, "ada@example.com")
+
+    def stored_hash() -> str:
+        with psycopg.connect(postgres.libpq(database_url)) as conn:
+            row = conn.execute("SELECT password_hash FROM auth.user").fetchone()
+        assert row is not None
+        return str(row[0])
+
+    assert stored_hash().startswith("$2b$04$")
+    stronger = create_app(auth_settings(migrated_database, keys_dir, auth_bcrypt_cost=6))
+    with serve(stronger) as base_url, httpx.Client(base_url=base_url) as upgraded:
+        assert login(upgraded, "ada@example.com").status_code == 200
+        assert stored_hash().startswith("$2b$06$")
+        assert login(upgraded, "ada@example.com").status_code == 200
+    assert login(client, "ada@example.com").status_code == 200
+
+
+def test_each_login_starts_its_own_session(
+    client: httpx.Client, postgres: PostgresServer, database_url: URL
+) -> None:
+    register(client, "ada@example.com")
+    tokens = {login(client, "ada@example.com").json()["refresh_token"] for _ in range(3)}
+    assert len(tokens) == 3
+    with psycopg.connect(postgres.libpq(database_url)) as conn:
+        families = conn.execute("SELECT count(*) FROM auth.refresh_token_family").fetchone()
+        stored = conn.execute("SELECT token_hash FROM auth.refresh_token").fetchall()
+    assert families == (3,)
+    assert all(len(bytes(row[0])) == 32 for row in stored)  # SHA-256 digests, not the tokens
+    assert not {bytes(row[0]) for row in stored} & {t.encode() for t in tokens}
+
+
+def test_user_ids_are_never_reused(client: httpx.Client) -> None:
+    ids = {uuid.UUID(register(client, f"u{i}@example.com").json()["id"]) for i in range(5)}
+    assert len(ids) == 5

@@ -1,0 +1,48 @@
+"""Running the auth service in tests, and talking to it like a client."""
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy.engine import URL
+
+from taskstack.auth.config import AuthSettings
+
+STRONG_PASSWORD = "correct horse battery staple"
+
+
+def auth_settings(database: URL, keys_dir: Path, **overrides: Any) -> AuthSettings:
+    """Settings for a test auth service: a cheap bcrypt cost unless a test asks otherwise."""
+    return AuthSettings.model_validate(
+        {
+            "database_url": database.render_as_string(hide_password=False),
+            "auth_signing_keys_dir": keys_dir,
+            "auth_bcrypt_cost": 4,
+            "access_log": False,
+            **overrides,
+        }
+    )
+
+
+def register(client: httpx.Client, email: str, password: str = STRONG_PASSWORD) -> httpx.Response:
+    return client.post("/v1/auth/register", json={"email": email, "password": password})
+
+
+def login(
+    client: httpx.Client, email: str, password: str = STRONG_PASSWORD, **headers: str
+) -> httpx.Response:
+    return client.post(
+        "/v1/auth/token",
+        data={"grant_type": "password", "username": email, "password": password},
+        headers=headers,
+    )
+
+
+def refresh(client: httpx.Client, refresh_token: str) -> httpx.Response:
+    return client.post(
+        "/v1/auth/token", data={"grant_type": "refresh_token", "refresh_token": refresh_token}
+    )
+
+
+def bearer(access_token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {access_token}"}
