@@ -1,0 +1,85 @@
+"""The password policy and the hasher, without HTTP."""
+
+import asyncio
+
+import pytest
+
+from taskstack.auth.passwords import PasswordHasher, bcrypt_cost, password_problem
+from taskstack.common.errors import ServiceUnavailable
+
+
+@pytest.mark.parametrize(
+    ("password", "allowed"),
+    [
+        ("1234567", False),
+        ("unusual8", True),
+        ("x" * 1024, True),
+        ("x" * 1025, False),
+        ("qwerty123", False),
+        ("SunShine", False),  # the list is compared case-insensitively
+        ("nul\x00inside!", False),
+        ("lone\ud800surrogate", False),
+        ("ÄÖÜ äöü ß 1234", True),
+    ],
+)
+def test_policy(password: str, allowed: bool) -> None:
+    assert (password_problem(password) is None) is allowed
+
+
+def test_the_list_holds_thousands_of_common_passwords() -> None:
+    from zxcvbn.frequency_lists import FREQUENCY_LISTS
+
+    common = [p for p in FREQUENCY_LISTS["passwords"] if len(p) >= 8][:3000]
+    assert len(common) == 3000
+    assert all(password_problem(p) is not None for p in common)
+
+
+def hasher(cost: int = 4, concurrency: int = 2, queue_limit: int = 8) -> PasswordHasher:
+    return PasswordHasher(
+        pepper="pepper", cost=cost, concurrency=concurrency, queue_limit=queue_limit
+    )
+
+
+def test_hash_and_verify_with_the_pepper() -> None:
+    async def check() -> None:
+        h = hasher()
+        stored = await h.hash("correct horse")
+        assert bcrypt_cost(stored) == 4
+        assert await h.verify("correct horse", stored)
+        assert not await h.verify("correct horsE", stored)
+        other_pepper = PasswordHasher(pepper="other", cost=4, concurrency=1, queue_limit=1)
+        assert not await other_pepper.verify("correct horse", stored)
+        assert not await h.verify("correct horse", None)  # unknown account
+
+    asyncio.run(check())
+
+
+def test_nfkc_normalisation_matches_composed_and_decomposed_input() -> None:
+    async def check() -> None:
+        h = hasher()
+        stored = await h.hash("caf\u00e9 au lait!")
+        assert await h.verify("cafe\u0301 au lait!", stored)
+
+    asyncio.run(check())
+
+
+def test_rehash_is_needed_only_below_the_configured_cost() -> None:
+    async def check() -> None:
+        stored = await hasher(cost=4).hash("correct horse")
+        assert hasher(cost=5).needs_rehash(stored)
+        assert not hasher(cost=4).needs_rehash(stored)
+
+    asyncio.run(check())
+
+
+def test_a_full_queue_answers_503_at_once() -> None:
+    async def burst() -> list[str]:
+        h = hasher(cost=10, concurrency=1, queue_limit=1)
+        results = await asyncio.gather(
+            *(h.hash("correct horse") for _ in range(5)), return_exceptions=True
+        )
+        return [type(r).__name__ if isinstance(r, Exception) else "hash" for r in results]
+
+    outcomes = asyncio.run(burst())
+    assert outcomes.count("hash") == 2  # one hashing, one waiting
+    assert outcomes.count(ServiceUnavailable.__name__) == 3
