@@ -95,7 +95,8 @@ def test_expired_sessions_cannot_refresh(
     table: str,
     column: str,
 ) -> None:
-    sql(postgres, database_url, f"UPDATE auth.{table} SET {column} = now() - interval '1 second'")
+    expire = f"UPDATE auth.{table} SET {column} = now() - interval '1 second'"  # noqa: S608
+    sql(postgres, database_url, expire)
     response = refresh(client, session_tokens["refresh_token"])
     assert response.status_code == 400
     assert response.json()["error"] == "invalid_grant"

@@ -39,6 +39,15 @@ def settings(**values: object) -> ServiceSettings:
     return ServiceSettings.model_validate({"database_url": "postgres://u@h/db", **values})
 
 
+PRODUCTION = {"environment": "production", "token_issuer": "https://api.example.com"}
+
+
+def test_production_needs_an_https_issuer() -> None:
+    assert settings(**PRODUCTION).environment == "production"
+    with pytest.raises(ValidationError, match="TOKEN_ISSUER"):
+        settings(environment="production")
+
+
 def test_cors_origins_read_as_a_comma_separated_list(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DATABASE_URL", "postgres://u@h/db")
     monkeypatch.setenv("CORS_ALLOWED_ORIGINS", "https://a.example, https://b.example")
@@ -52,7 +61,7 @@ def test_no_cors_origin_by_default() -> None:
 def test_production_refuses_a_wildcard_origin() -> None:
     assert settings(cors_allowed_origins=["*"]).cors_allowed_origins == ["*"]
     with pytest.raises(ValidationError, match="CORS_ALLOWED_ORIGINS"):
-        settings(environment="production", cors_allowed_origins=["*"])
+        settings(**PRODUCTION, cors_allowed_origins=["*"])
 
 
 class SettingsWithSecret(ServiceSettings):
@@ -64,9 +73,9 @@ def test_production_refuses_a_development_secret() -> None:
     base = {"database_url": "postgres://u@h/db", "signing_key": dev_secret}
     assert SettingsWithSecret.model_validate(base).signing_key is not None
     with pytest.raises(ValidationError, match="SIGNING_KEY holds a development secret"):
-        SettingsWithSecret.model_validate({**base, "environment": "production"})
+        SettingsWithSecret.model_validate({**base, **PRODUCTION})
     production = SettingsWithSecret.model_validate(
-        {**base, "environment": "production", "signing_key": "a-real-secret"}
+        {**base, **PRODUCTION, "signing_key": "a-real-secret"}
     )
     assert production.environment == "production"
 
@@ -74,7 +83,7 @@ def test_production_refuses_a_development_secret() -> None:
 def test_a_development_database_password_is_refused_in_production() -> None:
     url = f"postgres://u:{DEVELOPMENT_SECRET_MARKER}@h/db"
     with pytest.raises(ValidationError, match="DATABASE_URL holds a development secret"):
-        settings(environment="production", database_url=url)
+        settings(**PRODUCTION, database_url=url)
 
 
 def test_settings_errors_read_as_one_line_naming_variables_not_values() -> None:

@@ -1,5 +1,6 @@
 """`taskstack migrate` and argument errors: one line, non-zero exit, no traceback."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -57,3 +58,26 @@ def test_bad_input_is_a_one_line_error(args: list[str], env: dict[str, str], mes
     [line] = result.stderr.strip().splitlines()
     assert line.startswith(message)
     assert "pw@" not in result.stderr
+
+
+def test_keys_generate_list_and_jwks(tmp_path: Path) -> None:
+    directory = str(tmp_path / "keys")
+    first = run("keys", "generate", "--dir", directory)
+    second = run("keys", "generate", "--dir", directory, "--development")
+    assert first.returncode == second.returncode == 0
+    old, new = first.stdout.strip(), second.stdout.strip()
+    assert new.startswith("insecure-development-")
+    listing = run("keys", "list", "--dir", directory, "--signing-kid", new)
+    assert listing.stdout.splitlines() == sorted([old, f"{new}  (signs)"])
+    jwks = json.loads(run("keys", "jwks", "--dir", directory).stdout)
+    assert {key["kid"] for key in jwks["keys"]} == {old, new}
+    assert all("d" not in key for key in jwks["keys"])
+
+
+def test_keys_errors_are_one_line(tmp_path: Path) -> None:
+    result = run("keys", "list", "--dir", str(tmp_path / "none"))
+    assert result.returncode == 2
+    assert (
+        result.stderr.strip()
+        == f"taskstack: error: AUTH_SIGNING_KEYS_DIR {tmp_path / 'none'} is not a directory"
+    )

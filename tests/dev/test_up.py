@@ -65,6 +65,25 @@ def test_up_serves_both_services_through_the_gateway_and_stops_cleanly(tmp_path:
             for docs in ("/v1/auth/docs", "/v1/tasks/docs"):
                 page = client.get(docs)
                 assert page.status_code == 200 and "swagger-ui" in page.text
+            # A client's first steps, through the gateway.
+            credentials = {"email": "ada@example.com", "password": "correct horse battery staple"}
+            assert client.post("/v1/auth/register", json=credentials).status_code == 201
+            tokens = client.post(
+                "/v1/auth/token",
+                data={
+                    "grant_type": "password",
+                    "username": credentials["email"],
+                    "password": credentials["password"],
+                },
+            ).json()
+            me = client.get(
+                "/v1/auth/me", headers={"Authorization": f"Bearer {tokens['access_token']}"}
+            )
+            assert me.json()["email"] == "ada@example.com"
+            jwks = client.get("/.well-known/jwks.json").json()
+            assert jwks["keys"][0]["kid"].startswith("insecure-development-")
+            issuer = client.get("/.well-known/oauth-authorization-server").json()["issuer"]
+            assert issuer == base
             # Health is for the kubelet only: the gateway does not route it.
             assert client.get("/livez").status_code == 404
             assert client.get("/v1/tasks/nothing-here").status_code == 404

@@ -15,6 +15,7 @@ from taskstack.common.settings import (
     normalize_database_url,
 )
 from taskstack.dev.errors import CliError, first_line
+from taskstack.dev.keys import add_keys_commands
 from taskstack.dev.services import SERVICES
 from taskstack.dev.up import UpOptions, up
 
@@ -29,6 +30,8 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2) from None
     except KeyboardInterrupt:
         raise SystemExit(130) from None
+    except BrokenPipeError:  # output piped into `head` and the like
+        raise SystemExit(0) from None
 
 
 class _Parser(argparse.ArgumentParser):
@@ -81,6 +84,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Run each service's migrations (idempotent; safe to run concurrently).",
     )
     migrate.set_defaults(run=_migrate)
+    add_keys_commands(commands)
     return parser
 
 

@@ -15,6 +15,7 @@ import httpx
 import uvicorn
 from sqlalchemy.engine import URL
 
+from taskstack.auth.keys import generate_signing_key
 from taskstack.common.migrations import upgrade
 from taskstack.dev.errors import CliError
 from taskstack.dev.gateway import DevGateway
@@ -75,6 +76,13 @@ def _prepare_data_dir(data_dir: Path) -> None:
         raise CliError(f"data folder {data_dir} is not writable: {exc.strerror}") from None
 
 
+def _development_keys(directory: Path) -> Path:
+    """The signing keys of a development stack: generated once, kept with its data."""
+    if not any(directory.glob("*.pem")):
+        generate_signing_key(directory, development=True)
+    return directory
+
+
 class _Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -93,6 +101,10 @@ async def _serve(options: UpOptions, database: URL) -> None:
         "DATABASE_URL": database.render_as_string(hide_password=False),
         "ENVIRONMENT": "development",
         "LOG_LEVEL": options.log_level,
+        "AUTH_SIGNING_KEYS_DIR": str(_development_keys(options.data_dir / "keys")),
+        # Tokens name the gateway as their issuer; tasks fetches the JWKS from auth directly.
+        "TOKEN_ISSUER": f"http://{HOST}:{options.port}",
+        "JWKS_URL": f"http://{HOST}:{options.service_ports['auth']}/.well-known/jwks.json",
     }
     children: dict[str, asyncio.subprocess.Process] = {}
     streams: list[asyncio.Task[None]] = []

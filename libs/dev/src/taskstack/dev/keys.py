@@ -1,0 +1,90 @@
+"""`taskstack keys`: the auth service's signing keys, and the rotation drill."""
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from taskstack.auth.keys import (
+    KeyConfigurationError,
+    SigningKeys,
+    generate_signing_key,
+    load_signing_keys,
+)
+from taskstack.dev.errors import CliError
+
+ROTATION_DRILL = """\
+zero-downtime rotation (keys are files <kid>.pem in AUTH_SIGNING_KEYS_DIR):
+  1. taskstack keys generate --dir DIR     add a key; roll it out: auth publishes it
+                                          in its JWKS, the old key still signs
+  2. wait for the JWKS cache (AUTH_JWKS_MAX_AGE_SECONDS, and the tasks service's
+     JWKS_CACHE_SECONDS), then set AUTH_SIGNING_KEY_ID=<new kid> and roll out
+  3. after the longest access-token lifetime (AUTH_ACCESS_TOKEN_SECONDS) plus the
+     leeway, delete the old <kid>.pem and roll out: its tokens stop verifying"""
+
+
+def default_keys_dir() -> Path:
+    return Path(os.environ.get("AUTH_SIGNING_KEYS_DIR", ".taskstack/keys"))
+
+
+def add_keys_commands(commands: "argparse._SubParsersAction[Any]") -> None:
+    keys = commands.add_parser(
+        "keys",
+        help="generate and inspect the auth service's signing keys",
+        description="Signing keys are EC P-256 private keys, one file <kid>.pem each.",
+        epilog=ROTATION_DRILL,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    actions = keys.add_subparsers(required=True, metavar="action", parser_class=type(keys))
+    directory = argparse.ArgumentParser(add_help=False)
+    directory.add_argument(
+        "--dir",
+        type=Path,
+        default=None,
+        help="the keys directory (default $AUTH_SIGNING_KEYS_DIR or .taskstack/keys)",
+    )
+    generate = actions.add_parser("generate", parents=[directory], help="add a new signing key")
+    generate.add_argument(
+        "--development",
+        action="store_true",
+        help="mark the key as a development key (a production service refuses it)",
+    )
+    generate.set_defaults(run=_generate)
+    listing = actions.add_parser("list", parents=[directory], help="list the keys and which signs")
+    listing.add_argument(
+        "--signing-kid",
+        default=os.environ.get("AUTH_SIGNING_KEY_ID"),
+        help="the key that signs, to mark it (default $AUTH_SIGNING_KEY_ID)",
+    )
+    listing.set_defaults(run=_list)
+    jwks = actions.add_parser("jwks", parents=[directory], help="print the public JWKS")
+    jwks.set_defaults(run=_jwks)
+
+
+def _generate(args: argparse.Namespace) -> None:
+    directory = args.dir or default_keys_dir()
+    try:
+        kid = generate_signing_key(directory, development=args.development)
+    except OSError as exc:
+        raise CliError(f"cannot write a key in {directory}: {exc.strerror}") from None
+    print(kid)
+
+
+def _load(directory: Path, signing_kid: str | None) -> SigningKeys:
+    # Which key signs matters only to the service; here any loaded key will do.
+    kid = signing_kid or min((path.stem for path in directory.glob("*.pem")), default=None)
+    try:
+        return load_signing_keys(directory, kid, production=False)
+    except KeyConfigurationError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _list(args: argparse.Namespace) -> None:
+    keys = _load(args.dir or default_keys_dir(), args.signing_kid)
+    for kid in sorted(keys.keys):
+        print(f"{kid}  (signs)" if kid == args.signing_kid else kid)
+
+
+def _jwks(args: argparse.Namespace) -> None:
+    print(json.dumps(_load(args.dir or default_keys_dir(), None).jwks(), indent=2))

@@ -1,0 +1,45 @@
+"""Unknown e-mail and wrong password take the same time (run alone: pytest -m timing)."""
+
+import statistics
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy.engine import URL
+
+from taskstack.auth.main import create_app
+from tests.support.auth import auth_settings, login, register
+from tests.support.servers import serve
+
+TRIALS = 25
+
+
+@pytest.mark.timing
+def test_unknown_email_and_wrong_password_take_the_same_time(
+    migrated_database: URL, database_url: URL, keys_dir: Path
+) -> None:
+    # A realistic cost (about 0.1 s here), so the hash dominates as in production.
+    settings = auth_settings(
+        migrated_database,
+        keys_dir,
+        auth_bcrypt_cost=10,
+        auth_login_failures_per_account=1000,
+        auth_login_failures_per_ip=1000,
+    )
+    samples: dict[str, list[float]] = {"wrong password": [], "unknown email": []}
+    with serve(create_app(settings)) as base_url, httpx.Client(base_url=base_url, timeout=30) as c:
+        register(c, "ada@example.com")
+        for trial in range(TRIALS + 2):
+            for kind, email in (
+                ("wrong password", "ada@example.com"),
+                ("unknown email", "zed@example.com"),
+            ):
+                started = time.perf_counter()
+                assert login(c, email, "not the right password").status_code == 400
+                if trial >= 2:  # warm-up
+                    samples[kind].append(time.perf_counter() - started)
+    medians = {kind: statistics.median(values) for kind, values in samples.items()}
+    ratio = medians["unknown email"] / medians["wrong password"]
+    print(f"median login time: {medians}, ratio {ratio:.3f}")
+    assert 0.9 <= ratio <= 1.1
