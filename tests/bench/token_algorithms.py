@@ -22,7 +22,7 @@ def main() -> None:
         "exp": 4_000_000_000,
         "jti": "x" * 22,
     }
-    keys = {
+    keys: dict[str, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey] = {
         "ES256": ec.generate_private_key(ec.SECP256R1()),
         "EdDSA": ed25519.Ed25519PrivateKey.generate(),
     }
