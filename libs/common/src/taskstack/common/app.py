@@ -18,12 +18,14 @@ from taskstack.common.errors import (
 )
 from taskstack.common.health import ReadinessCheck, health_router
 from taskstack.common.logging import configure_logging
+from taskstack.common.metrics import BUILD_INFO, metrics_router
 from taskstack.common.middleware import (
     BodySizeLimitMiddleware,
     RequestContextMiddleware,
     TransientRetryMiddleware,
 )
 from taskstack.common.settings import ServiceSettings
+from taskstack.common.telemetry import instrument_app, tracer_provider
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +51,8 @@ def create_service_app(
     when a server runs it.
     """
     configure_logging(name, settings.log_level)
-    database = Database(settings, application_name=f"taskstack-{name}")
+    database = Database(settings, service=name)
+    BUILD_INFO.labels(name, version).set(1)
 
     @asynccontextmanager
     async def app_lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -70,11 +73,15 @@ def create_service_app(
         docs_url=f"{public_prefix}/docs",
         redoc_url=None,
         dependencies=[Depends(_require_supported_media_type)],
+        # Traced by OpenTelemetry's FastAPI instrumentation below, not twice.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
+    app.state.service = name
     app.state.database = database
     install_error_handlers(app)
     checks = {"database": database.ping, **(readiness_checks or {})}
     app.include_router(health_router(checks, settings.readiness_timeout))
+    app.include_router(metrics_router())
     for router in routers:
         app.include_router(router)
     app.openapi = _problem_documenting_openapi(app)  # type: ignore[method-assign]
@@ -82,11 +89,12 @@ def create_service_app(
     # add_middleware wraps: the last added runs first.
     app.add_middleware(
         TransientRetryMiddleware,
+        service=name,
         attempts=TRANSIENT_RETRY_ATTEMPTS,
         budget=settings.database_pool_timeout,
     )
     app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes)
-    app.add_middleware(RequestContextMiddleware, access_log=settings.access_log)
+    app.add_middleware(RequestContextMiddleware, service=name, access_log=settings.access_log)
     if settings.cors_allowed_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -104,6 +112,8 @@ def create_service_app(
             expose_headers=["ETag", "Location", "Link", "Retry-After", "X-Request-ID"],
             max_age=600,
         )
+    if provider := tracer_provider(name, version):
+        instrument_app(app, database.engine, provider)
     return app
 
 

@@ -10,12 +10,14 @@ from typing import Annotated, Any
 
 import psycopg
 from fastapi import Depends, Request
-from sqlalchemy import NullPool, text
+from sqlalchemy import NullPool, event, text
+from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from taskstack.common.errors import ServiceUnavailable
+from taskstack.common.metrics import DB_CONNECTION_ERRORS, DB_POOL_WAIT, POOLS
 from taskstack.common.settings import ServiceSettings
 
 logger = logging.getLogger(__name__)
@@ -51,10 +53,11 @@ def _commit_outcome_unknown(exc: DBAPIError) -> bool:
 class Database:
     """One service's connection pool, built from its settings; connects lazily."""
 
-    def __init__(self, settings: ServiceSettings, *, application_name: str):
+    def __init__(self, settings: ServiceSettings, *, service: str):
+        self.service = service
         connect_args: dict[str, Any] = {
             "connect_timeout": settings.database_connect_timeout,
-            "application_name": application_name,
+            "application_name": f"taskstack-{service}",
         }
         if settings.uses_transaction_pooler:
             # A transaction-mode pooler (PgBouncer, Neon's pooled endpoint) hands
@@ -76,21 +79,41 @@ class Database:
         # SQLAlchemy's asyncio pool lets a newcomer take a returned connection
         # ahead of tasks already waiting, which starves some of them under load;
         # this FIFO semaphore makes waiting fair and bounds it.
-        self._slots = asyncio.Semaphore(
-            settings.database_pool_size + settings.database_max_overflow
-        )
+        self._max_connections = settings.database_pool_size + settings.database_max_overflow
+        self._slots = asyncio.Semaphore(self._max_connections)
         self._acquire_timeout = settings.database_pool_timeout
         self._startup_timeout = settings.database_startup_timeout
         self.readiness_timeout = settings.readiness_timeout
+        self._wait = DB_POOL_WAIT.labels(service)
+        connection_errors = DB_CONNECTION_ERRORS.labels(service)
+
+        @event.listens_for(self.engine.sync_engine, "handle_error")
+        def _count_connection_errors(context: ExceptionContext) -> None:
+            if context.is_disconnect or context.connection is None:
+                connection_errors.inc()
+
+        POOLS.databases.add(self)
+
+    def pool_stats(self) -> dict[str, float]:
+        pool = self.engine.pool
+        return {
+            "size": float(pool.size()),  # type: ignore[attr-defined]
+            "checked_out": float(pool.checkedout()),  # type: ignore[attr-defined]
+            "overflow": float(max(pool.overflow(), 0)),  # type: ignore[attr-defined]
+            "limit": float(self._max_connections),
+        }
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
         """A session whose transaction commits on success and rolls back on any error."""
+        started = time.perf_counter()
         try:
             async with asyncio.timeout(self._acquire_timeout):
                 await self._slots.acquire()
         except TimeoutError:
             raise ServiceUnavailable("All database connections are busy.") from None
+        finally:
+            self._wait.observe(time.perf_counter() - started)
         try:
             async with AsyncSession(self.engine, expire_on_commit=False) as session:
                 try:

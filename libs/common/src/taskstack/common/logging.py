@@ -5,6 +5,7 @@ import sys
 from contextvars import ContextVar
 from typing import TextIO
 
+from opentelemetry import trace
 from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.json import JsonFormatter
 
@@ -12,11 +13,17 @@ from pythonjsonlogger.json import JsonFormatter
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 
 
-class _RequestIdFilter(logging.Filter):
+class _RequestContextFilter(logging.Filter):
+    """Adds the request id, and the trace and span ids when a span is current."""
+
     def filter(self, record: logging.LogRecord) -> bool:
         request_id = request_id_var.get()
         if request_id is not None:
             record.request_id = request_id
+        context = trace.get_current_span().get_span_context()
+        if context.is_valid:
+            record.trace_id = format(context.trace_id, "032x")
+            record.span_id = format(context.span_id, "016x")
         return True
 
 
@@ -49,7 +56,7 @@ def configure_logging(service: str, level: str) -> None:
             reserved_attrs=[*RESERVED_ATTRS, "color_message"],
         )
     )
-    handler.addFilter(_RequestIdFilter())
+    handler.addFilter(_RequestContextFilter())
     root = logging.getLogger()
     root.handlers[:] = [h for h in root.handlers if not isinstance(h, _StdoutHandler)] + [handler]
     root.setLevel(level)

@@ -15,6 +15,7 @@ import re
 import time
 import uuid
 
+from opentelemetry import trace
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.routing import Route
@@ -23,6 +24,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from taskstack.common.db import is_transient
 from taskstack.common.errors import problem_response
 from taskstack.common.logging import request_id_var
+from taskstack.common.metrics import (
+    DB_TRANSIENT_RETRIES,
+    HTTP_REQUEST_DURATION,
+    HTTP_REQUESTS_IN_PROGRESS,
+    INFRASTRUCTURE_PATHS,
+    UNMATCHED_ROUTE,
+    method_label,
+)
 
 logger = logging.getLogger("taskstack.request")
 
@@ -38,9 +47,11 @@ SECURITY_HEADERS = {
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, *, access_log: bool) -> None:
+    def __init__(self, app: ASGIApp, *, service: str, access_log: bool) -> None:
         self.app = app
+        self.service = service
         self.access_log = access_log
+        self.in_progress = HTTP_REQUESTS_IN_PROGRESS.labels(service)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -52,6 +63,9 @@ class RequestContextMiddleware:
         started = time.perf_counter()
         status = 500
         response_started = False
+        api_request = scope["path"] not in INFRASTRUCTURE_PATHS
+        if api_request:
+            self.in_progress.inc()
 
         async def send_with_headers(message: Message) -> None:
             nonlocal status, response_started
@@ -74,19 +88,32 @@ class RequestContextMiddleware:
                 scope, receive, send_with_headers
             )
         finally:
+            duration = time.perf_counter() - started
+            route = scope.get("route")
+            template = route.path if isinstance(route, Route) else UNMATCHED_ROUTE
+            if api_request:
+                self.in_progress.dec()
+                self._observe(scope["method"], template, status, duration)
             if self.access_log:
-                route = scope.get("route")
                 logger.info(
                     "request",
                     extra={
                         "method": scope["method"],
-                        "route": route.path if isinstance(route, Route) else None,
+                        "route": template,
                         "path": scope["path"],
                         "status": status,
-                        "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                        "duration_ms": round(duration * 1000, 2),
                     },
                 )
             request_id_var.reset(token)
+
+    def _observe(self, method: str, route: str, status: int, duration: float) -> None:
+        histogram = HTTP_REQUEST_DURATION.labels(self.service, route, method_label(method), status)
+        context = trace.get_current_span().get_span_context()
+        if context.is_valid and context.trace_flags.sampled:
+            histogram.observe(duration, exemplar={"trace_id": format(context.trace_id, "032x")})
+        else:
+            histogram.observe(duration)
 
 
 class BodySizeLimitMiddleware:
@@ -128,10 +155,11 @@ class TransientRetryMiddleware:
     first attempt reads it (bounded by the body size limit) and replayed.
     """
 
-    def __init__(self, app: ASGIApp, *, attempts: int, budget: float) -> None:
+    def __init__(self, app: ASGIApp, *, service: str, attempts: int, budget: float) -> None:
         self.app = app
         self.attempts = attempts
         self.budget = budget
+        self.retries = DB_TRANSIENT_RETRIES.labels(service)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -172,6 +200,7 @@ class TransientRetryMiddleware:
                     )(scope, receive, send)
                     return
                 logger.info("retrying after a transient database error", extra={"attempt": attempt})
+                self.retries.inc()
                 await asyncio.sleep(delay)
                 # Routing mutates the scope in place; start the replay from the original.
                 scope.clear()

@@ -25,6 +25,7 @@ from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
 
 from taskstack.common.errors import AppError
+from taskstack.common.metrics import JWKS_REFRESHES, TOKEN_VERIFICATION_FAILURES
 
 logger = logging.getLogger(__name__)
 
@@ -148,7 +149,9 @@ class RemoteKeySet:
                 keys = public_keys_from_jwks(response.json())
             except (httpx.HTTPError, ValueError) as exc:
                 logger.warning("JWKS refresh failed", extra={"url": self.url, "error": str(exc)})
+                JWKS_REFRESHES.labels("failure").inc()
                 return False
+            JWKS_REFRESHES.labels("success").inc()
             self._keys = keys
             self._loaded = True
             return True
@@ -233,6 +236,7 @@ async def _current_token(
         return await verifier.verify(token)
     except InvalidToken as exc:
         logger.info("access token refused", extra={"reason": exc.reason})
+        TOKEN_VERIFICATION_FAILURES.labels(request.app.state.service, exc.reason).inc()
         raise Unauthorized("The access token is invalid or has expired.") from None
 
 

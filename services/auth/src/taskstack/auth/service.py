@@ -18,6 +18,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from taskstack.auth import refresh_tokens
 from taskstack.auth.config import AuthSettings
 from taskstack.auth.keys import SigningKeys
+from taskstack.auth.metrics import LOGINS, REFRESH_TOKEN_REUSE, REGISTRATIONS, TOKENS_ISSUED
 from taskstack.auth.models import Registration, TokenPair, User
 from taskstack.auth.passwords import PasswordHasher, password_problem
 from taskstack.auth.throttle import Throttle
@@ -76,9 +77,14 @@ class Auth:
             raise UnprocessableContent(problem)
         # Every attempt counts, a taken e-mail included (so registration cannot
         # be used to test addresses faster than the limit allows).
-        await self._check_throttle(session, [self.throttle.register_ip.key(client_ip)])
+        if retry_after := await self.throttle.retry_after(
+            session, [self.throttle.register_ip.key(client_ip)]
+        ):
+            REGISTRATIONS.labels("throttled").inc()
+            raise _throttled(retry_after, client_ip)
         await self.throttle.record_failure(session, self.throttle.register_ip, client_ip)
         if await find_user_by_email(session, request.email) is not None:
+            REGISTRATIONS.labels("conflict").inc()
             return Conflict("An account with this e-mail address exists.")
         user = User(email=request.email, password_hash=await self.hasher.hash(request.password))
         session.add(user)
@@ -86,6 +92,7 @@ class Auth:
             await session.flush()
         except IntegrityError:
             raise Conflict("An account with this e-mail address exists.") from None
+        REGISTRATIONS.labels("created").inc()
         logger.info("account registered", extra={"user_id": str(user.id), "client_ip": client_ip})
         return user
 
@@ -95,13 +102,16 @@ class Auth:
         """Sign in. Unknown e-mail and wrong password look alike, in answer and in time."""
         email = _normalize_login(email)
         throttle = self.throttle
-        await self._check_throttle(
+        if retry_after := await throttle.retry_after(
             session, [throttle.login_account.key(email), throttle.login_ip.key(client_ip)]
-        )
+        ):
+            LOGINS.labels("throttled").inc()
+            raise _throttled(retry_after, client_ip, email=email)
         user = await find_user_by_email(session, email)
         if not await self.hasher.verify(password, user.password_hash if user else None):
             await throttle.record_failure(session, throttle.login_account, email)
             await throttle.record_failure(session, throttle.login_ip, client_ip)
+            LOGINS.labels("bad_credentials").inc()
             logger.info("login failed", extra={"email": email, "client_ip": client_ip})
             return INVALID_CREDENTIALS
         assert user is not None
@@ -109,6 +119,8 @@ class Auth:
         if self.hasher.needs_rehash(user.password_hash):
             user.password_hash = await self.hasher.hash(password)
         refresh_token = await refresh_tokens.start_family(session, user.id, self.lifetimes)
+        LOGINS.labels("success").inc()
+        TOKENS_ISSUED.labels("password").inc()
         logger.info("login succeeded", extra={"user_id": str(user.id), "client_ip": client_ip})
         return self._pair(user.id, refresh_token)
 
@@ -118,10 +130,12 @@ class Auth:
         outcome = await refresh_tokens.rotate(session, refresh_token, self.lifetimes)
         if isinstance(outcome, refresh_tokens.Refusal):
             if outcome is refresh_tokens.Refusal.REUSED:
+                REFRESH_TOKEN_REUSE.inc()
                 logger.warning(
                     "refresh token reused; session revoked", extra={"client_ip": client_ip}
                 )
             return INVALID_REFRESH_TOKEN
+        TOKENS_ISSUED.labels("refresh_token").inc()
         return self._pair(outcome.user_id, outcome.refresh_token)
 
     async def revoke(self, session: AsyncSession, token: str) -> None:
@@ -133,7 +147,10 @@ class Auth:
     ) -> BadRequest | None:
         """Replace the password and end every session; or say why the current one is refused."""
         throttle = self.throttle
-        await self._check_throttle(session, [throttle.login_account.key(user.email)])
+        if retry_after := await throttle.retry_after(
+            session, [throttle.login_account.key(user.email)]
+        ):
+            raise _throttled(retry_after, client_ip, email=user.email)
         if not await self.hasher.verify(current, user.password_hash):
             await throttle.record_failure(session, throttle.login_account, user.email)
             logger.info(
@@ -148,10 +165,10 @@ class Auth:
         logger.info("password changed; sessions ended", extra={"user_id": str(user.id)})
         return None
 
-    async def _check_throttle(self, session: AsyncSession, keys: list[str]) -> None:
-        if retry_after := await self.throttle.retry_after(session, keys):
-            logger.info("throttled", extra={"keys": keys})
-            raise TooManyRequests("Too many attempts; try again later.", retry_after=retry_after)
+
+def _throttled(retry_after: int, client_ip: str, *, email: str | None = None) -> TooManyRequests:
+    logger.info("throttled", extra={"email": email, "client_ip": client_ip})
+    return TooManyRequests("Too many attempts; try again later.", retry_after=retry_after)
 
 
 def _normalize_login(email: str) -> str:
