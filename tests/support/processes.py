@@ -1,0 +1,88 @@
+"""Services as real processes: uvicorn in a subprocess, as a pod would run it."""
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class ServiceProcess:
+    base_url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@contextlib.contextmanager
+def service_process(
+    factory: str,
+    env: dict[str, str],
+    *,
+    port: int | None = None,
+    ready_path: str = "/livez",
+    startup_timeout: float = 60.0,
+) -> Iterator[ServiceProcess]:
+    """Run ``uvicorn --factory <factory>`` with ``env`` on top of ours; stop it with SIGTERM."""
+    port = port or free_port()
+    with tempfile.NamedTemporaryFile(prefix="service-", suffix=".log", delete=False) as log:
+        log_path = Path(log.name)
+    with log_path.open("wb") as output:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--factory",
+                factory,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--timeout-graceful-shutdown",
+                "10",
+            ],
+            env={**os.environ, **env},
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    running = ServiceProcess(f"http://127.0.0.1:{port}", process, log_path)
+    try:
+        deadline = time.monotonic() + startup_timeout
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"{factory} exited:\n{running.log()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(running.base_url + ready_path, timeout=1).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{factory} did not start:\n{running.log()}")
+            time.sleep(0.1)
+        yield running
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        log_path.unlink(missing_ok=True)
