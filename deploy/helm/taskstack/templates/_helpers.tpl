@@ -108,7 +108,7 @@ tests check both agree). The grace period must cover preStop + this.
 {{- if .Values.tasks.jwksUrl }}
 {{- .Values.tasks.jwksUrl }}
 {{- else }}
-{{- printf "http://%s-auth.%s.svc:%v/.well-known/jwks.json" (include "taskstack.fullname" .) .Release.Namespace .Values.service.port }}
+{{- printf "http://%s-auth:%v/.well-known/jwks.json" (include "taskstack.fullname" .) .Values.service.port }}
 {{- end }}
 {{- end }}
 
