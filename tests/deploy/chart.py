@@ -1,4 +1,4 @@
-"""Render the taskstack chart offline (Helm's own engine, helm-python-sdk), as `helm template` does."""
+"""Render the taskstack chart offline, as `helm template` does (Helm's engine, helm-python-sdk)."""
 
 import functools
 from collections.abc import Iterator

@@ -224,5 +224,5 @@ def image_services(
             running[service] = start_service(service, replay, env, logs / f"{service}.log")
         yield running
     finally:
-        for service in running.values():
-            stop_service(service)
+        for process in running.values():
+            stop_service(process)

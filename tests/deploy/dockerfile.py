@@ -41,7 +41,9 @@ class Stage:
         for args in self.all("ENV"):
             for item in shlex.split(args):
                 key, _, value = item.partition("=")
-                env[key] = re.sub(r"\$(\w+)|\$\{(\w+)\}", lambda m: env.get(m[1] or m[2], ""), value)
+                env[key] = re.sub(
+                    r"\$(\w+)|\$\{(\w+)\}", lambda m: env.get(m[1] or m[2], ""), value
+                )
         return env
 
     def workdir(self) -> str:
@@ -249,9 +251,13 @@ def replay_build(dockerfile: Dockerfile, root: Path, *, uv: str) -> Replay:
         elif keyword == "RUN":
             (argv,) = uv_sync_commands(Stage("", "", [("RUN", args)]))
             assert argv[:2] == ["uv", "sync"], f"the build stage runs only `uv sync`: {argv}"
-            run_env = {k: v for k, v in os.environ.items() if not k.startswith(("UV_", "VIRTUAL_ENV"))}
+            run_env = {
+                k: v for k, v in os.environ.items() if not k.startswith(("UV_", "VIRTUAL_ENV"))
+            }
             run_env.update(env)
-            run_env["UV_PROJECT_ENVIRONMENT"] = str(root / env["UV_PROJECT_ENVIRONMENT"].lstrip("/"))
+            run_env["UV_PROJECT_ENVIRONMENT"] = str(
+                root / env["UV_PROJECT_ENVIRONMENT"].lstrip("/")
+            )
             subprocess.run(
                 [uv, *argv[1:]],
                 cwd=root / workdir.lstrip("/"),
@@ -266,9 +272,13 @@ def replay_build(dockerfile: Dockerfile, root: Path, *, uv: str) -> Replay:
     kept = []
     for args in runtime.all("COPY"):
         words = args.split()
-        assert "--from=build" in words, f"the runtime stage copies only from the build stage: {args}"
+        assert "--from=build" in words, (
+            f"the runtime stage copies only from the build stage: {args}"
+        )
         source, dest = [w for w in words if not w.startswith("--")]
-        assert source == dest, "the runtime keeps the build stage's paths (the venv is not relocatable)"
+        assert source == dest, (
+            "the runtime keeps the build stage's paths (the venv is not relocatable)"
+        )
         kept.append(Path(source.lstrip("/")))
     _prune(root, kept)
     return Replay(root, runtime)

@@ -2,6 +2,7 @@
 properties users rely on. Rendered with Helm's own engine (no cluster, no binary)."""
 
 import re
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,14 @@ def label_match(selector: dict[str, Any], labels: dict[str, str]) -> bool:
         if expression["operator"] == "NotIn" and value in expression["values"]:
             return False
     return True
+
+
+SHELLS = {"sh", "bash", "/bin/sh", "/bin/bash", "/usr/bin/env"}
+
+
+def hooks_of(container: dict[str, Any]) -> list[list[str]]:
+    lifecycle = container.get("lifecycle", {})
+    return [hook["exec"]["command"] for hook in lifecycle.values() if "exec" in hook]
 
 
 def pod_labels(rendering: Rendering) -> list[dict[str, str]]:
@@ -146,6 +155,8 @@ def test_every_container_is_hardened_and_bounded(rendering: Rendering) -> None:
             resources = container["resources"]
             assert resources["requests"]["cpu"] and resources["requests"]["memory"], where
             assert resources["limits"]["memory"], where
+            for command in (container.get("command"), *hooks_of(container)):
+                assert not command or command[0] not in SHELLS, where  # no shell at run time
             image = container["image"]
             assert re.fullmatch(r"[\w./-]+:[\w.-]+", image), where
             assert not image.endswith(":latest"), where
@@ -153,7 +164,8 @@ def test_every_container_is_hardened_and_bounded(rendering: Rendering) -> None:
                 mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
                 if owner["kind"] != "Pod":  # curl, the test pods' image, writes nothing
                     volumes = {v["name"]: v for v in spec["volumes"]}
-                    assert "emptyDir" in volumes[mounts["/tmp"]], where
+                    scratch = mounts["/tmp"]  # noqa: S108 (an emptyDir in the pod, not ours)
+                    assert "emptyDir" in volumes[scratch], where
 
 
 def test_read_only_root_filesystem_everywhere_but_tilt() -> None:
@@ -168,7 +180,8 @@ def test_service_containers_have_probes_on_health_endpoints(rendering: Rendering
         (container,) = deployment["spec"]["template"]["spec"]["containers"]
         ports = {p["name"] for p in container["ports"]}
         probes = {
-            kind: container[f"{kind}Probe"]["httpGet"] for kind in ("startup", "readiness", "liveness")
+            kind: container[f"{kind}Probe"]["httpGet"]
+            for kind in ("startup", "readiness", "liveness")
         }
         assert probes["startup"]["path"] == "/livez"
         assert probes["liveness"]["path"] == "/livez"  # never the database
@@ -223,11 +236,16 @@ def test_services_select_pods_and_target_named_ports(rendering: Rendering) -> No
         selected = [
             d
             for d in deployments
-            if label_match({"matchLabels": service["spec"]["selector"]}, d["spec"]["template"]["metadata"]["labels"])
+            if label_match(
+                {"matchLabels": service["spec"]["selector"]},
+                d["spec"]["template"]["metadata"]["labels"],
+            )
         ]
         assert len(selected) == 1, service["metadata"]["name"]
         container_ports = {
-            p["name"] for c in selected[0]["spec"]["template"]["spec"]["containers"] for p in c["ports"]
+            p["name"]
+            for c in selected[0]["spec"]["template"]["spec"]["containers"]
+            for p in c["ports"]
         }
         for port in service["spec"]["ports"]:
             assert port["targetPort"] in container_ports
@@ -250,7 +268,9 @@ def test_autoscalers_and_budgets_target_what_exists(rendering: Rendering) -> Non
     for pdb in rendering.of_kind("PodDisruptionBudget"):
         assert pdb["apiVersion"] == "policy/v1"
         assert [
-            d for d in deployments.values() if label_match(pdb["spec"]["selector"], d["spec"]["template"]["metadata"]["labels"])
+            d
+            for d in deployments.values()
+            if label_match(pdb["spec"]["selector"], d["spec"]["template"]["metadata"]["labels"])
         ]
 
 
@@ -278,7 +298,9 @@ def test_migrations_are_hook_jobs_running_the_service_image(rendering: Rendering
     if not values_enabled:
         return
     deployments = {d["metadata"]["name"]: d for d in rendering.of_kind("Deployment")}
-    assert {j["metadata"]["name"] for j in jobs} == {f"{chart.service_name(s)}-migrate" for s in SERVICES}
+    assert {j["metadata"]["name"] for j in jobs} == {
+        f"{chart.service_name(s)}-migrate" for s in SERVICES
+    }
     for job in jobs:
         service = job["metadata"]["name"].removeprefix("taskstack-").removesuffix("-migrate")
         annotations = job["metadata"]["annotations"]
@@ -340,7 +362,10 @@ def test_configuration_reaches_each_service(rendering: Rendering) -> None:
             keys_secret = volumes[mount["name"]]["secret"]["secretName"]
             made = {s["metadata"]["name"]: s for s in rendering.of_kind("Secret")}
             if keys_secret in made:  # created from values: it holds the signing kid
-                data = {**made[keys_secret].get("data", {}), **made[keys_secret].get("stringData", {})}
+                data = {
+                    **made[keys_secret].get("data", {}),
+                    **made[keys_secret].get("stringData", {}),
+                }
                 assert f"{config['AUTH_SIGNING_KEY_ID']}.pem" in data
         else:
             assert "TASKS_CURSOR_SECRET" in env
@@ -427,7 +452,9 @@ def test_ingress_tls_and_rate_limit() -> None:
     (values,) = [p for p in CI_VALUES if p.stem == "production-ingress-values"]
     (ingress,) = chart.render_file(values).of_kind("Ingress")
     assert ingress["spec"]["ingressClassName"] == "nginx"
-    assert ingress["spec"]["tls"] == [{"hosts": ["tasks.example.com"], "secretName": "tasks-example-com-tls"}]
+    assert ingress["spec"]["tls"] == [
+        {"hosts": ["tasks.example.com"], "secretName": "tasks-example-com-tls"}
+    ]
     annotations = ingress["metadata"]["annotations"]
     assert annotations["nginx.ingress.kubernetes.io/limit-rps"] == "10"
     assert annotations["nginx.ingress.kubernetes.io/limit-burst-multiplier"] == "3"
@@ -453,11 +480,17 @@ def test_network_policies_select_the_release_pods(rendering: Rendering) -> None:
         return
     pods = pod_labels(rendering)
     deny = rendering.named("NetworkPolicy", "taskstack-default-deny")["spec"]
-    assert deny["policyTypes"] == ["Ingress", "Egress"] and "ingress" not in deny and "egress" not in deny
+    assert (
+        deny["policyTypes"] == ["Ingress", "Egress"]
+        and "ingress" not in deny
+        and "egress" not in deny
+    )
     for labels in pods:
         assert label_match(deny["podSelector"], labels)  # every pod of the release is covered
     for policy in policies(rendering):
-        assert [p for p in pods if label_match(policy["spec"]["podSelector"], p)], policy["metadata"]["name"]
+        assert [p for p in pods if label_match(policy["spec"]["podSelector"], p)], policy[
+            "metadata"
+        ]["name"]
     for labels in pods:  # and each one is let out to DNS
         allowed = [p for p in policies(rendering) if label_match(p["spec"]["podSelector"], labels)]
         ports = {
@@ -470,7 +503,9 @@ def test_network_policies_select_the_release_pods(rendering: Rendering) -> None:
 
 
 def ingress_rules(rendering: Rendering, service: str) -> list[dict[str, Any]]:
-    rules: list[dict[str, Any]] = rendering.named("NetworkPolicy", chart.service_name(service))["spec"]["ingress"]
+    rules: list[dict[str, Any]] = rendering.named("NetworkPolicy", chart.service_name(service))[
+        "spec"
+    ]["ingress"]
     return rules
 
 
@@ -482,10 +517,17 @@ def test_services_accept_only_the_ingress_controller_tasks_tests_and_monitoring(
             assert rule["ports"] == [{"port": "http", "protocol": "TCP"}]
             (peer,) = rule["from"]
             if "namespaceSelector" in peer:
-                sources.append(peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"])
+                sources.append(
+                    peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+                )
             else:
                 sources.append(peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"])
-        expected = ["ingress-nginx", "test", *(["tasks"] if service == "auth" else []), "monitoring"]
+        expected = [
+            "ingress-nginx",
+            "test",
+            *(["tasks"] if service == "auth" else []),
+            "monitoring",
+        ]
         assert sources == expected
     tasks_egress = rendering.named("NetworkPolicy", "taskstack-tasks")["spec"]["egress"]
     (to_auth,) = [r for r in tasks_egress if r["ports"] == [{"port": "http", "protocol": "TCP"}]]
@@ -498,7 +540,10 @@ def test_egress_is_dns_database_and_collector_only() -> None:
     for policy in policies(rendering):
         for rule in policy["spec"].get("egress", []):
             ports = {p["port"] for p in rule["ports"]}
-            assert ports in ({53}, {5432}, {4317, 4318}, {"http"}), (policy["metadata"]["name"], rule)
+            assert ports in ({53}, {5432}, {4317, 4318}, {"http"}), (
+                policy["metadata"]["name"],
+                rule,
+            )
             for peer in rule["to"]:
                 if "ipBlock" in peer:
                     assert ports == {5432}  # only the (external) database by address
@@ -508,7 +553,9 @@ def test_in_cluster_database_by_labels() -> None:
     rendering = chart.render_file(TILT_VALUES)
     egress = rendering.named("NetworkPolicy", "taskstack-migrate")["spec"]["egress"]
     (database,) = [r for r in egress if r["ports"] == [{"port": 5432, "protocol": "TCP"}]]
-    assert database["to"] == [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "taskstack-postgres"}}}]
+    assert database["to"] == [
+        {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "taskstack-postgres"}}}
+    ]
 
 
 # ---- helm test
@@ -522,7 +569,7 @@ def test_helm_test_pods_call_readyz_through_the_services() -> None:
     for pod in pods:
         assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
         (container,) = pod["spec"]["containers"]
-        repository, tag = container["image"].rsplit(":", 1)
+        _, tag = container["image"].rsplit(":", 1)
         assert re.fullmatch(r"\d+\.\d+\.\d+", tag)  # pinned
         url = container["command"][-1]
         match = re.fullmatch(r"http://([\w-]+):(\d+)/readyz", url)
@@ -531,8 +578,10 @@ def test_helm_test_pods_call_readyz_through_the_services() -> None:
     assert chart.render_file(TILT_VALUES).of_kind("Pod") == []
 
 
-def test_the_chart_yaml_supports_kubernetes_129() -> None:
+def test_chart_metadata_matches_the_services() -> None:
     metadata = yaml.safe_load((CHART / "Chart.yaml").read_text())
     assert metadata["apiVersion"] == "v2"
     assert metadata["kubeVersion"] == ">=1.29.0-0"
-    assert metadata["appVersion"] == "0.1.0"
+    for service in SERVICES:
+        project = tomllib.loads((chart.ROOT / f"services/{service}/pyproject.toml").read_text())
+        assert metadata["appVersion"] == project["project"]["version"]  # the image tag

@@ -89,7 +89,9 @@ def test_image_shape(service: str) -> None:
         assert argv[argv.index("--package") + 1] == package
     copies = build.all("COPY")
     first_code = next(i for i, c in enumerate(copies) if c == "libs/common libs/common")
-    assert all("pyproject.toml" in c or "uv.lock" in c or "--from" in c for c in copies[:first_code])
+    assert all(
+        "pyproject.toml" in c or "uv.lock" in c or "--from" in c for c in copies[:first_code]
+    )
     # Non-root numeric user, exec-form CMD: uvicorn as PID 1 behind a proxy.
     user = runtime.all("USER")[-1]
     uid, _, gid = user.partition(":")
@@ -230,11 +232,15 @@ def test_image_migrates_and_serves_health(
 
 
 def test_image_migrate_command_is_idempotent(
-    closures: Closures, image_environment: ImageEnvironment, image_services: dict[str, RunningService]
+    closures: Closures,
+    image_environment: ImageEnvironment,
+    image_services: dict[str, RunningService],
 ) -> None:
     for service in SERVICES:
         result = run_image_command(
-            closures[service], [f"taskstack-{service}-migrate"], image_environment.for_service(service)
+            closures[service],
+            [f"taskstack-{service}-migrate"],
+            image_environment.for_service(service),
         )
         assert result.returncode == 0, result.stdout + result.stderr
         assert "at head" in result.stdout
