@@ -585,3 +585,51 @@ def test_chart_metadata_matches_the_services() -> None:
     for service in SERVICES:
         project = tomllib.loads((chart.ROOT / f"services/{service}/pyproject.toml").read_text())
         assert metadata["appVersion"] == project["project"]["version"]  # the image tag
+
+
+def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def test_the_readme_install_example_works() -> None:
+    """The README's `helm install ... --set ...` for Neon renders valid, production objects."""
+    readme = (chart.ROOT / "README.md").read_text()
+    (block,) = [
+        b for b in readme.split("```") if "helm install taskstack deploy/helm/taskstack" in b
+    ]
+    command = block[block.index("helm install") :].split("\n\n")[0]
+    sets = re.findall(r"--set (\S+)", command)
+    assert sets
+    values: dict[str, Any] = {}
+    for expression in sets:
+        values = deep_merge(values, helm_python.parse_set_string(expression))
+    rendering = chart.render(values)
+    for manifest in rendering.objects:
+        kubernetes_validate.validate(manifest, chart.OLDEST_KUBERNETES, strict=True)
+    assert rendering.of_kind("Secret") == []  # every secret comes from an existing Secret
+    (ingress,) = rendering.of_kind("Ingress")
+    assert ingress["spec"]["rules"][0]["host"] == "api.example.com"
+    config = rendering.named("ConfigMap", "taskstack-auth")["data"]
+    assert config["ENVIRONMENT"] == "production"
+    assert config["TOKEN_ISSUER"] == "https://api.example.com"
+    # The Secrets the README creates are the ones the release reads, under the same keys.
+    created = set(re.findall(r"create secret generic (\S+)", block))
+    referenced = set()
+    for _, pod in rendering.workloads():
+        for container in pod["spec"]["containers"]:
+            for env in container.get("env", []):
+                if "valueFrom" in env:
+                    ref = env["valueFrom"]["secretKeyRef"]
+                    referenced.add(ref["name"])
+                    assert ref["key"] in block, ref
+        for volume in pod["spec"].get("volumes", []):
+            if "secret" in volume:
+                referenced.add(volume["secret"]["secretName"])
+    assert created == referenced
+    assert "-pooler" in block and block.count("sslmode=require") == 2

@@ -222,3 +222,10 @@ def test_the_database_matches_the_development_values() -> None:
     assert values["networkPolicy"]["database"]["podLabels"].items() <= labels.items()
     image = postgres["spec"]["template"]["spec"]["containers"][0]["image"]
     assert not image.endswith(":latest") and ":" in image
+
+
+def test_the_readme_lists_the_forwarded_ports() -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("### `tilt up`") :]
+    for local, _, _ in port_forwards():
+        assert f"localhost:{local}" in section
