@@ -96,6 +96,7 @@ def test_custom_resources_have_their_required_shape(rendering: Rendering) -> Non
         {"environment": "prod"},
         {"database": {"transactionPooler": "yes"}},
         {"auth": {"autoscaling": {"targetCPUUtilizationPercentage": 150}}},
+        {"securityContext": {"readOnlyRootFileSystem": True}},
     ],
 )
 def test_schema_rejects_typos_and_bad_values(values: dict[str, Any]) -> None:
