@@ -70,11 +70,15 @@ def run_env(target_metadata: MetaData) -> None:
         context.run_migrations()
 
 
-def migrate_main(settings_type: type[ServiceSettings], history: MigrationHistory) -> None:
-    """Body of a service's ``taskstack-<service>-migrate`` command (the deploy job's)."""
+def migrate_main(history: MigrationHistory) -> None:
+    """Body of a service's ``taskstack-<service>-migrate`` command (the deploy job's).
+
+    It reads only the shared database settings: the job needs no signing key,
+    pepper or other service secret.
+    """
     name = f"taskstack-{history.schema}-migrate"
     try:
-        settings = settings_type()
+        settings = ServiceSettings()
     except ValidationError as exc:
         raise SystemExit(f"{name}: {describe_settings_error(exc)}") from None
     try:

@@ -1,6 +1,5 @@
 """`taskstack-auth-migrate`: bring schema "auth" to head (run by the deploy job, not by pods)."""
 
-from taskstack.auth.config import AuthSettings
 from taskstack.auth.models import SCHEMA
 from taskstack.common.migrations import MigrationHistory, migrate_main
 
@@ -8,4 +7,4 @@ HISTORY = MigrationHistory(schema=SCHEMA, script_location="taskstack.auth:migrat
 
 
 def main() -> None:
-    migrate_main(AuthSettings, HISTORY)
+    migrate_main(HISTORY)

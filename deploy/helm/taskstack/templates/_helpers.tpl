@@ -1,0 +1,322 @@
+{{/*
+Names and labels, in `helm create`'s vocabulary. Every per-service template
+ranges over "taskstack.services" and passes a service context,
+(dict "root" $ "name" "auth"), to the helpers below, so both services come
+from one set of templates.
+*/}}
+
+{{- define "taskstack.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Full name: release name + chart name (once), truncated to leave room for the
+"-<service>-migrate" and similar suffixes within 63 characters.
+*/}}
+{{- define "taskstack.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 40 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 40 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 40 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "taskstack.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The services this chart installs. */}}
+{{- define "taskstack.services" -}}
+auth tasks
+{{- end }}
+
+{{/* Labels of every object of the release. */}}
+{{- define "taskstack.labels" -}}
+helm.sh/chart: {{ include "taskstack.chart" . }}
+{{ include "taskstack.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: taskstack
+{{- end }}
+
+{{/* Labels every pod of the release carries (what the default-deny policy selects). */}}
+{{- define "taskstack.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "taskstack.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* Name of a service's objects: <fullname>-<service>. Argument: service context. */}}
+{{- define "taskstack.serviceName" -}}
+{{- printf "%s-%s" (include "taskstack.fullname" .root) .name }}
+{{- end }}
+
+{{/* Selector labels of one service's pods. Argument: service context. */}}
+{{- define "taskstack.serviceSelectorLabels" -}}
+{{ include "taskstack.selectorLabels" .root }}
+app.kubernetes.io/component: {{ .name }}
+{{- end }}
+
+{{/* All labels of one service's objects. Argument: service context. */}}
+{{- define "taskstack.serviceLabels" -}}
+{{ include "taskstack.labels" .root }}
+app.kubernetes.io/component: {{ .name }}
+{{- end }}
+
+{{/* The image of a service: registry/repository:tag. Argument: service context. */}}
+{{- define "taskstack.image" -}}
+{{- $root := .root }}
+{{- $repository := (index $root.Values .name).image.repository }}
+{{- $tag := default $root.Chart.AppVersion $root.Values.image.tag }}
+{{- if $root.Values.image.registry }}
+{{- printf "%s/%s:%s" (trimSuffix "/" $root.Values.image.registry) $repository $tag }}
+{{- else }}
+{{- printf "%s:%s" $repository $tag }}
+{{- end }}
+{{- end }}
+
+{{/*
+The images' uvicorn --timeout-graceful-shutdown (the Dockerfiles' CMD; the
+tests check both agree). The grace period must cover preStop + this.
+*/}}
+{{- define "taskstack.uvicornGracefulShutdownSeconds" -}}
+20
+{{- end }}
+
+{{/* The port uvicorn listens on in the images (their CMD's --port). */}}
+{{- define "taskstack.containerPort" -}}
+8000
+{{- end }}
+
+{{/* The URL clients use. */}}
+{{- define "taskstack.publicUrl" -}}
+{{- if .Values.publicUrl }}
+{{- .Values.publicUrl | trimSuffix "/" }}
+{{- else if .Values.ingress.enabled }}
+{{- printf "%s://%s" (ternary "https" "http" .Values.ingress.tls.enabled) .Values.ingress.host }}
+{{- else if and .Values.httpRoute.enabled .Values.httpRoute.hostnames }}
+{{- printf "https://%s" (first .Values.httpRoute.hostnames) }}
+{{- end }}
+{{- end }}
+
+{{/* Where tasks reads auth's JWKS. */}}
+{{- define "taskstack.jwksUrl" -}}
+{{- if .Values.tasks.jwksUrl }}
+{{- .Values.tasks.jwksUrl }}
+{{- else }}
+{{- printf "http://%s-auth:%v/.well-known/jwks.json" (include "taskstack.fullname" .) .Values.service.port }}
+{{- end }}
+{{- end }}
+
+{{/* Directory auth's signing keys are mounted at (AUTH_SIGNING_KEYS_DIR). */}}
+{{- define "taskstack.signingKeysDir" -}}
+/etc/taskstack/signing-keys
+{{- end }}
+
+{{/*
+Secrets: the name of the Secret each setting comes from, and whether the
+chart creates it (only when no existingSecret is named).
+*/}}
+{{- define "taskstack.databaseSecretName" -}}
+{{- default (printf "%s-database" (include "taskstack.fullname" .)) .Values.database.existingSecret }}
+{{- end }}
+
+{{- define "taskstack.authSecretName" -}}
+{{- default (printf "%s-auth" (include "taskstack.fullname" .)) .Values.auth.existingSecret }}
+{{- end }}
+
+{{- define "taskstack.signingKeysSecretName" -}}
+{{- default (printf "%s-auth-signing-keys" (include "taskstack.fullname" .)) .Values.auth.signingKeys.existingSecret }}
+{{- end }}
+
+{{- define "taskstack.tasksSecretName" -}}
+{{- default (printf "%s-tasks" (include "taskstack.fullname" .)) .Values.tasks.existingSecret }}
+{{- end }}
+
+{{/* The Secrets the chart creates from values, one name per line (development only). */}}
+{{- define "taskstack.chartSecrets" -}}
+{{- if not .Values.database.existingSecret }}database{{ "\n" }}{{ end }}
+{{- if not .Values.auth.existingSecret }}auth.passwordPepper{{ "\n" }}{{ end }}
+{{- if not .Values.auth.signingKeys.existingSecret }}auth.signingKeys{{ "\n" }}{{ end }}
+{{- if not .Values.tasks.existingSecret }}tasks.cursorSecret{{ "\n" }}{{ end }}
+{{- end }}
+
+{{/*
+What the chart-created Secrets are made from, for the pods' checksum
+annotation (generated values are kept across upgrades, so they do not count).
+*/}}
+{{- define "taskstack.secretInputs" -}}
+{{- $v := .Values }}
+{{- list $v.database $v.auth.existingSecret $v.auth.passwordPepper $v.auth.signingKeys $v.tasks.existingSecret $v.tasks.cursorSecret | toJson }}
+{{- end }}
+
+{{/* The kid that signs. */}}
+{{- define "taskstack.signingKeyId" -}}
+{{- if .Values.auth.signingKeys.keyId }}
+{{- .Values.auth.signingKeys.keyId }}
+{{- else if .Values.auth.signingKeys.existingSecret }}
+{{- fail "auth.signingKeys.keyId is required with auth.signingKeys.existingSecret: the kid (file name without .pem) that signs" }}
+{{- else if .Values.auth.signingKeys.keys }}
+{{- first (keys .Values.auth.signingKeys.keys | sortAlpha) }}
+{{- else }}
+{{- print "insecure-development" }}
+{{- end }}
+{{- end }}
+
+{{/*
+A generated development secret: the value of `key` in the existing Secret
+`name` when there is one (so upgrades keep it), else a new random value that
+carries the marker the services refuse in production.
+Argument: (list $root name key).
+*/}}
+{{- define "taskstack.generatedSecret" -}}
+{{- $root := index . 0 }}
+{{- $existing := lookup "v1" "Secret" $root.Release.Namespace (index . 1) }}
+{{- if and $existing (hasKey $existing.data (index . 2)) }}
+{{- index $existing.data (index . 2) | b64dec }}
+{{- else }}
+{{- printf "insecure-development-%s" (randAlphaNum 40) }}
+{{- end }}
+{{- end }}
+
+{{/*
+The plain configuration of one service, as a YAML map NAME: "value"; the
+ConfigMap holds it and the migration Job (which runs before the ConfigMap
+exists) takes it inline, without the service's keys and JWKS settings.
+Argument: service context, plus "migrate" true for the Job.
+*/}}
+{{- define "taskstack.config" -}}
+{{- $root := .root }}
+{{- $v := $root.Values }}
+{{- $svc := index $v .name }}
+{{- $issuer := default (include "taskstack.publicUrl" $root) $v.tokenIssuer }}
+ENVIRONMENT: {{ $v.environment | quote }}
+LOG_LEVEL: {{ $v.logLevel | quote }}
+ACCESS_LOG: {{ $v.accessLog | toString | quote }}
+{{- if $issuer }}
+TOKEN_ISSUER: {{ $issuer | quote }}
+{{- end }}
+TOKEN_AUDIENCE: {{ $v.tokenAudience | quote }}
+CORS_ALLOWED_ORIGINS: {{ join "," $v.corsAllowedOrigins | quote }}
+FORWARDED_ALLOW_IPS: {{ $v.forwardedAllowIps | quote }}
+MAX_BODY_BYTES: {{ $v.maxBodyBytes | int64 | toString | quote }}
+READINESS_TIMEOUT: {{ $v.readinessTimeout | toString | quote }}
+DATABASE_POOL_SIZE: {{ $v.database.poolSize | int64 | toString | quote }}
+DATABASE_MAX_OVERFLOW: {{ $v.database.maxOverflow | int64 | toString | quote }}
+DATABASE_POOL_TIMEOUT: {{ $v.database.poolTimeout | toString | quote }}
+DATABASE_CONNECT_TIMEOUT: {{ $v.database.connectTimeout | int64 | toString | quote }}
+DATABASE_STARTUP_TIMEOUT: {{ $v.database.startupTimeout | toString | quote }}
+{{- if ne $v.database.transactionPooler "auto" }}
+DATABASE_TRANSACTION_POOLER: {{ $v.database.transactionPooler | quote }}
+{{- end }}
+{{- if $v.telemetry.otlpEndpoint }}
+OTEL_EXPORTER_OTLP_ENDPOINT: {{ $v.telemetry.otlpEndpoint | quote }}
+OTEL_SERVICE_NAME: {{ printf "taskstack-%s" .name | quote }}
+{{- end }}
+{{- if .migrate }}
+{{- /* migrations need the database only: no keys, no JWKS */}}
+{{- else if eq .name "auth" }}
+AUTH_SIGNING_KEYS_DIR: {{ include "taskstack.signingKeysDir" $root | quote }}
+AUTH_SIGNING_KEY_ID: {{ include "taskstack.signingKeyId" $root | quote }}
+{{- end }}
+{{- if and (eq .name "tasks") (not .migrate) }}
+JWKS_URL: {{ include "taskstack.jwksUrl" $root | quote }}
+{{- end }}
+{{- range $name, $value := merge (dict) $svc.extraEnv $v.extraEnv }}
+{{ $name }}: {{ $value | toString | quote }}
+{{- end }}
+{{- end }}
+
+{{/*
+The secret environment of one service's containers (secretKeyRef only).
+Argument: service context plus "migrate" (true for the migration Job, which
+needs the database URLs and nothing else).
+*/}}
+{{- define "taskstack.secretEnv" -}}
+{{- $root := .root }}
+{{- $v := $root.Values }}
+- name: DATABASE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "taskstack.databaseSecretName" $root }}
+      key: {{ $v.database.urlKey }}
+{{- if .migrate }}
+- name: DATABASE_MIGRATION_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "taskstack.databaseSecretName" $root }}
+      key: {{ $v.database.migrationUrlKey }}
+      optional: true
+{{- else if eq .name "auth" }}
+- name: AUTH_PASSWORD_PEPPER
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "taskstack.authSecretName" $root }}
+      key: {{ $v.auth.passwordPepperKey }}
+{{- else if eq .name "tasks" }}
+- name: TASKS_CURSOR_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "taskstack.tasksSecretName" $root }}
+      key: {{ $v.tasks.cursorSecretKey }}
+{{- end }}
+{{- end }}
+
+{{/* Pod-level settings every pod of the release shares. */}}
+{{- define "taskstack.podSecurity" -}}
+automountServiceAccountToken: false
+securityContext:
+  {{- toYaml .Values.podSecurityContext | nindent 2 }}
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/* Public path prefixes and the service each routes to: "prefix service" per line. */}}
+{{- define "taskstack.routes" -}}
+/v1/auth auth
+/.well-known auth
+/v1/tasks tasks
+{{- end }}
+
+{{/* NetworkPolicy egress rules every pod of the release needs: DNS. */}}
+{{- define "taskstack.egressDns" -}}
+- to:
+    - namespaceSelector:
+        matchLabels:
+          kubernetes.io/metadata.name: {{ .Values.networkPolicy.dns.namespace }}
+      podSelector:
+        matchLabels:
+          {{- toYaml .Values.networkPolicy.dns.podLabels | nindent 10 }}
+  ports:
+    - {port: 53, protocol: UDP}
+    - {port: 53, protocol: TCP}
+{{- end }}
+
+{{/* NetworkPolicy egress rule to the database. */}}
+{{- define "taskstack.egressDatabase" -}}
+{{- $db := .Values.networkPolicy.database }}
+- to:
+    {{- if $db.podLabels }}
+    - podSelector:
+        matchLabels:
+          {{- toYaml $db.podLabels | nindent 10 }}
+      {{- if $db.namespace }}
+      namespaceSelector:
+        matchLabels:
+          kubernetes.io/metadata.name: {{ $db.namespace }}
+      {{- end }}
+    {{- else }}
+    {{- range $db.cidrs }}
+    - ipBlock:
+        cidr: {{ . }}
+    {{- end }}
+    {{- end }}
+  ports:
+    - {port: {{ $db.port }}, protocol: TCP}
+{{- end }}
