@@ -27,12 +27,20 @@ def test_readiness_follows_the_database_down_and_back_up(demo_database: URL) -> 
             assert ready.status_code == 200
             assert ready.json() == {"status": "ready", "checks": {"database": "ok"}}
 
+            assert (
+                'taskstack_ready{check="database",service="demo"} 1.0'
+                in client.get("/metrics").text
+            )
             proxy.cut()
             down = client.get("/readyz")
             assert down.status_code == 503
             assert down.headers["content-type"] == "application/problem+json"
             assert "database" in down.json()["detail"]
             assert client.get("/livez").json() == {"status": "ok"}
+            assert (
+                'taskstack_ready{check="database",service="demo"} 0.0'
+                in client.get("/metrics").text
+            )
 
             proxy.restore()
             assert wait_for_status(client, "/readyz", 200, within=5) < 5

@@ -80,7 +80,7 @@ def create_service_app(
     app.state.database = database
     install_error_handlers(app)
     checks = {"database": database.ping, **(readiness_checks or {})}
-    app.include_router(health_router(checks, settings.readiness_timeout))
+    app.include_router(health_router(name, checks, settings.readiness_timeout))
     app.include_router(metrics_router())
     for router in routers:
         app.include_router(router)

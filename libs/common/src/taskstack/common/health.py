@@ -7,14 +7,16 @@ from fastapi import APIRouter
 from starlette.responses import Response
 
 from taskstack.common.errors import problem_response
+from taskstack.common.metrics import READY
 
 # A readiness check answers True when its dependency is usable; it must return
 # within the readiness timeout (a check that times out counts as not ready).
 ReadinessCheck = Callable[[], Awaitable[bool]]
 
 
-def health_router(checks: Mapping[str, ReadinessCheck], timeout: float) -> APIRouter:
+def health_router(service: str, checks: Mapping[str, ReadinessCheck], timeout: float) -> APIRouter:
     router = APIRouter(include_in_schema=False)
+    gauges = {name: READY.labels(service, name) for name in checks}
 
     @router.get("/livez")
     async def livez() -> dict[str, str]:
@@ -25,6 +27,8 @@ def health_router(checks: Mapping[str, ReadinessCheck], timeout: float) -> APIRo
     async def readyz() -> dict[str, object] | Response:
         results = await asyncio.gather(*(_run(check, seconds=timeout) for check in checks.values()))
         status = dict(zip(checks, results, strict=True))
+        for name, ok in status.items():
+            gauges[name].set(1 if ok else 0)
         failing = sorted(name for name, ok in status.items() if not ok)
         if failing:
             return problem_response(503, f"Not ready: {', '.join(failing)}.")

@@ -60,6 +60,11 @@ TOKEN_VERIFICATION_FAILURES = Counter(
 )
 
 
+READY = Gauge(
+    "taskstack_ready",
+    "1 when the readiness check passed at the last /readyz probe, else 0.",
+    ["service", "check"],
+)
 JWKS_REFRESHES = Counter(
     "taskstack_jwks_refreshes", "Fetches of the auth service's JWKS, by result.", ["result"]
 )
