@@ -36,7 +36,7 @@ def database_url(migrated_database: URL, postgres: PostgresServer) -> URL:
     """The migrated database, emptied of every row before the test starts."""
     with psycopg.connect(postgres.libpq(migrated_database), autocommit=True) as conn:
         tables = conn.execute(
-            "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables "
+            "SELECT format('%%I.%%I', schemaname, tablename) FROM pg_tables "
             "WHERE schemaname = ANY(%s) AND tablename <> 'alembic_version'",
             (list(SERVICE_SCHEMAS),),
         ).fetchall()
