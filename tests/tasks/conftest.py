@@ -55,6 +55,18 @@ def tasks_url(migrated_database: URL, jwks_url: str) -> Iterator[str]:
         yield base_url
 
 
+class UserClient(httpx.Client):
+    """An HTTP client whose requests carry one user's access token."""
+
+    def __init__(self, base_url: str, mint: TokenMint, subject: uuid.UUID):
+        super().__init__(
+            base_url=base_url,
+            headers={"Authorization": f"Bearer {mint.token(subject)}"},
+            timeout=30,
+        )
+        self.subject = subject
+
+
 class Api:
     """Clients of the tasks service, each speaking for one user."""
 
@@ -63,14 +75,8 @@ class Api:
         self.mint = mint
         self._clients: list[httpx.Client] = []
 
-    def user(self, subject: uuid.UUID | None = None) -> httpx.Client:
-        subject = subject or uuid.uuid4()
-        client = httpx.Client(
-            base_url=self.base_url,
-            headers={"Authorization": f"Bearer {self.mint.token(subject)}"},
-            timeout=30,
-        )
-        client.subject = subject  # type: ignore[attr-defined]
+    def user(self, subject: uuid.UUID | None = None) -> UserClient:
+        client = UserClient(self.base_url, self.mint, subject or uuid.uuid4())
         self._clients.append(client)
         return client
 
@@ -94,12 +100,12 @@ def api(tasks_url: str, mint: TokenMint, database_url: URL) -> Iterator[Api]:
 
 
 @pytest.fixture
-def alice(api: Api) -> httpx.Client:
+def alice(api: Api) -> UserClient:
     return api.user()
 
 
 @pytest.fixture
-def bob(api: Api) -> httpx.Client:
+def bob(api: Api) -> UserClient:
     return api.user()
 
 
@@ -111,7 +117,7 @@ class Database:
 
     def rows(self, query: str, *params: object) -> list[tuple[Any, ...]]:
         with psycopg.connect(self.dsn, autocommit=True) as conn:
-            return conn.execute(query, params).fetchall()  # type: ignore[arg-type]
+            return conn.execute(query, params).fetchall()
 
     def scalar(self, query: str, *params: object) -> Any:
         return self.rows(query, *params)[0][0]
