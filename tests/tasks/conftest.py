@@ -119,6 +119,10 @@ class Database:
         with psycopg.connect(self.dsn, autocommit=True) as conn:
             return conn.execute(query, params).fetchall()
 
+    def execute(self, statement: str, *params: object) -> None:
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            conn.execute(statement, params)
+
     def scalar(self, query: str, *params: object) -> Any:
         return self.rows(query, *params)[0][0]
 
