@@ -4,7 +4,12 @@ Every list query filters on owner_id first, so each btree index leads with it
 and then carries one sort key and the id tie-breaker; a scan in either
 direction serves ascending and descending order. due_at sorts nulls last in
 both directions, through coalesce() with +/-infinity: one index per direction.
-Text search uses pg_trgm GIN indexes when the extension can be created.
+Tag and text filters get GIN indexes that also lead with owner_id (btree_gin
+gives uuid a GIN operator class), so even they read only the caller's
+entries; a GIN index on tags or titles alone would make PostgreSQL walk every
+user's matches for a common tag or word. Those GIN indexes need the btree_gin
+and pg_trgm extensions, created when this role may; without them the tag and
+text filters are still confined to the caller's rows by the btree indexes.
 
 Revision ID: tasks0002
 """
@@ -31,7 +36,10 @@ SORT_INDEXES = {
     "ix_task_owner_id_priority": "owner_id, priority, id",
     "ix_task_owner_id_title": 'owner_id, (title COLLATE "C"), id',
 }
-TRIGRAM_INDEXES = {"ix_task_title_trgm": "title", "ix_task_description_trgm": "description"}
+TRIGRAM_INDEXES = {
+    "ix_task_owner_id_title_trgm": "title",
+    "ix_task_owner_id_description_trgm": "description",
+}
 
 
 def upgrade() -> None:
@@ -69,12 +77,13 @@ def upgrade() -> None:
     )
     for name, columns in SORT_INDEXES.items():
         op.execute(f"CREATE INDEX {name} ON tasks.task ({columns})")
-    op.execute("CREATE INDEX ix_task_tags ON tasks.task USING gin (tags)")
-    trigram_schema = _ensure_pg_trgm()
-    if trigram_schema is not None:
-        for name, column in TRIGRAM_INDEXES.items():
-            operator_class = f'"{trigram_schema}".gin_trgm_ops'
-            op.execute(f"CREATE INDEX {name} ON tasks.task USING gin ({column} {operator_class})")
+    if _ensure_extension("btree_gin") is not None:
+        op.execute("CREATE INDEX ix_task_owner_id_tags ON tasks.task USING gin (owner_id, tags)")
+        trigram_schema = _ensure_extension("pg_trgm")
+        if trigram_schema is not None:
+            for name, column in TRIGRAM_INDEXES.items():
+                trigrams = f'{column} "{trigram_schema}".gin_trgm_ops'
+                op.execute(f"CREATE INDEX {name} ON tasks.task USING gin (owner_id, {trigrams})")
 
     op.create_table(
         "idempotency_key",
@@ -97,25 +106,22 @@ def upgrade() -> None:
     )
 
 
-def _ensure_pg_trgm() -> str | None:
-    """The schema pg_trgm lives in, creating it when this role may; None when it cannot.
+def _ensure_extension(name: str) -> str | None:
+    """The schema extension ``name`` lives in, creating it if this role may; else None.
 
-    pg_trgm is a trusted extension (PostgreSQL 13+), so the database owner, or
-    any role with CREATE on the database, can create it; Neon allows it too.
-    Without it, search still only reads the caller's rows through the owner
-    indexes, just without a trigram index.
+    btree_gin and pg_trgm are trusted extensions (PostgreSQL 13+): the database
+    owner, or any role with CREATE on the database, can create them, on Neon too.
     """
     connection = op.get_bind()
     try:
         with connection.begin_nested():
-            connection.execute(sa.text("CREATE EXTENSION IF NOT EXISTS pg_trgm"))
+            connection.execute(sa.text(f"CREATE EXTENSION IF NOT EXISTS {name}"))
     except DBAPIError as exc:
-        logger.warning("pg_trgm is not available, text search will not be indexed: %s", exc.orig)
+        logger.warning("extension %s is not available; its indexes are skipped: %s", name, exc.orig)
         return None
     schema = connection.execute(
-        sa.text(
-            "SELECT extnamespace::regnamespace::text FROM pg_extension WHERE extname = 'pg_trgm'"
-        )
+        sa.text("SELECT extnamespace::regnamespace::text FROM pg_extension WHERE extname = :name"),
+        {"name": name},
     ).scalar_one()
     return str(schema).strip('"')
 
