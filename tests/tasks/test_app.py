@@ -1,10 +1,14 @@
 """The tasks service boots, verifies tokens against a JWKS it fetches, and reports readiness."""
 
+import time
+
 import httpx
 from sqlalchemy.engine import URL
 
 from taskstack.tasks.main import create_app
 from tests.support.servers import serve
+from tests.support.tcp_proxy import tcp_proxy
+from tests.support.tokens import TokenMint
 from tests.tasks.conftest import Api, tasks_settings
 
 
@@ -27,3 +31,30 @@ def test_not_ready_until_the_jwks_is_loaded(migrated_database: URL) -> None:
         assert ready.status_code == 503
         assert ready.json()["detail"] == "Not ready: jwks."
         assert httpx.get(f"{base_url}/livez").status_code == 200
+
+
+def test_a_database_outage_is_a_fast_503_then_recovers(
+    database_url: URL, jwks_url: str, mint: TokenMint
+) -> None:
+    headers = {"Authorization": f"Bearer {mint.token()}"}
+    with tcp_proxy(database_url) as proxy:
+        app = create_app(tasks_settings(proxy.url, jwks_url, database_pool_timeout=2))
+        with (
+            serve(app) as base_url,
+            httpx.Client(base_url=base_url, headers=headers, timeout=10) as client,
+        ):
+            assert client.post("/v1/tasks", json={"title": "before"}).status_code == 201
+            proxy.cut()
+            for method, path in (("POST", "/v1/tasks"), ("GET", "/v1/tasks")):
+                started = time.monotonic()
+                during = client.request(method, path, json={"title": "during"})
+                assert during.status_code == 503
+                assert during.headers["retry-after"] == "1"
+                assert during.headers["content-type"] == "application/problem+json"
+                assert "Traceback" not in during.text
+                assert time.monotonic() - started < 2.5
+            assert client.get("/livez").status_code == 200
+            proxy.restore()
+            assert client.post("/v1/tasks", json={"title": "after"}).status_code == 201
+            titles = [task["title"] for task in client.get("/v1/tasks").json()["items"]]
+    assert titles == ["after", "before"]

@@ -93,6 +93,8 @@ async def _serve(options: UpOptions, database: URL) -> None:
         "DATABASE_URL": database.render_as_string(hide_password=False),
         "ENVIRONMENT": "development",
         "LOG_LEVEL": options.log_level,
+        # tasks verifies tokens with the keys this stack's auth publishes.
+        "JWKS_URL": f"http://{HOST}:{options.service_ports['auth']}/.well-known/jwks.json",
     }
     children: dict[str, asyncio.subprocess.Process] = {}
     streams: list[asyncio.Task[None]] = []
