@@ -58,3 +58,23 @@ def test_a_database_outage_is_a_fast_503_then_recovers(
             assert client.post("/v1/tasks", json={"title": "after"}).status_code == 201
             titles = [task["title"] for task in client.get("/v1/tasks").json()["items"]]
     assert titles == ["after", "before"]
+
+
+def test_answers_are_in_utc_whatever_the_session_time_zone(
+    database_url: URL, jwks_url: str, mint: TokenMint
+) -> None:
+    tokyo = database_url.update_query_dict({"options": "-c TimeZone=Asia/Tokyo"})
+    headers = {"Authorization": f"Bearer {mint.token()}"}
+    with (
+        serve(create_app(tasks_settings(tokyo, jwks_url))) as base_url,
+        httpx.Client(base_url=base_url, headers=headers) as client,
+    ):
+        created = client.post(
+            "/v1/tasks",
+            json={"title": "t", "completed": True, "due_at": "2030-01-01T09:00:00+09:00"},
+        ).json()
+        listed = client.get("/v1/tasks").json()["items"][0]
+    for task in (created, listed):
+        assert task["due_at"] == "2030-01-01T00:00:00Z"
+        for field in ("created_at", "updated_at", "completed_at"):
+            assert task[field].endswith("Z"), task[field]

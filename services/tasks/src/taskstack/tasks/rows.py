@@ -1,5 +1,6 @@
 """The task columns every statement returns, and how a row becomes the public schema."""
 
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, RowMapping
@@ -21,6 +22,11 @@ TASK_COLUMNS: tuple[ColumnElement[Any], ...] = (
 )
 
 
+def _utc(value: datetime | None) -> datetime | None:
+    # psycopg answers in the session's TimeZone; the API always speaks UTC.
+    return value.astimezone(UTC) if value is not None else None
+
+
 def to_public(row: RowMapping) -> TaskPublic:
     # model_construct: the row comes from our own table and needs no re-validation.
     return TaskPublic.model_construct(
@@ -28,11 +34,11 @@ def to_public(row: RowMapping) -> TaskPublic:
         title=row["title"],
         description=row["description"],
         completed=row["completed"],
-        completed_at=row["completed_at"],
+        completed_at=_utc(row["completed_at"]),
         priority=Priority.from_rank(row["priority"]),
-        due_at=row["due_at"],
+        due_at=_utc(row["due_at"]),
         tags=list(row["tags"]),
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
+        created_at=row["created_at"].astimezone(UTC),
+        updated_at=row["updated_at"].astimezone(UTC),
         version=row["version"],
     )
