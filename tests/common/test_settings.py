@@ -61,7 +61,11 @@ class SettingsWithSecret(ServiceSettings):
 
 def test_production_refuses_a_development_secret() -> None:
     dev_secret = f"{DEVELOPMENT_SECRET_MARKER}-abc123"
-    base = {"database_url": "postgres://u@h/db", "signing_key": dev_secret}
+    base = {
+        "database_url": "postgres://u@h/db",
+        "signing_key": dev_secret,
+        "token_issuer": "https://taskstack.example",  # production's other requirement
+    }
     assert SettingsWithSecret.model_validate(base).signing_key is not None
     with pytest.raises(ValidationError, match="SIGNING_KEY holds a development secret"):
         SettingsWithSecret.model_validate({**base, "environment": "production"})
@@ -74,7 +78,9 @@ def test_production_refuses_a_development_secret() -> None:
 def test_a_development_database_password_is_refused_in_production() -> None:
     url = f"postgres://u:{DEVELOPMENT_SECRET_MARKER}@h/db"
     with pytest.raises(ValidationError, match="DATABASE_URL holds a development secret"):
-        settings(environment="production", database_url=url)
+        settings(
+            environment="production", database_url=url, token_issuer="https://taskstack.example"
+        )
 
 
 def test_settings_errors_read_as_one_line_naming_variables_not_values() -> None:

@@ -1,6 +1,6 @@
 """The tasks service's settings, read from the environment."""
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 
 from taskstack.common.settings import DEVELOPMENT_SECRET_MARKER, ServiceSettings
 
@@ -19,3 +19,10 @@ class TasksSettings(ServiceSettings):
     )
     # How long an Idempotency-Key is remembered; clients may retry within it.
     tasks_idempotency_hours: int = Field(default=24, ge=24, le=24 * 30)
+
+    @field_validator("tasks_cursor_secret")
+    @classmethod
+    def _long_enough(cls, value: SecretStr) -> SecretStr:
+        if len(value.get_secret_value().encode()) < 16:
+            raise ValueError("must be at least 16 bytes")
+        return value
