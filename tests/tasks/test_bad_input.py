@@ -153,7 +153,7 @@ def test_a_non_uuid_id_is_422(alice: UserClient, task_id: str, method: str) -> N
         {"tag": "x" * 33},
         {"include_total": "sure"},
         {"unknown": "1"},
-        {"cursor": "x" * 2000},
+        {"cursor": "x" * 5000},
     ],
 )
 def test_invalid_list_parameters_are_422(alice: UserClient, query: dict[str, str]) -> None:

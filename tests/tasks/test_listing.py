@@ -217,3 +217,12 @@ def test_exactly_one_full_page_has_no_next_cursor(alice: UserClient) -> None:
         new_task(alice, title=str(n))
     page = alice.get("/v1/tasks", params={"limit": 3}).json()
     assert len(page["items"]) == 3 and page["next_cursor"] is None
+
+
+def test_cursors_carry_the_longest_titles(alice: UserClient) -> None:
+    titles = [chr(0x1F600 + n) * 200 for n in range(3)]  # 200 four-byte characters each
+    for title in titles:
+        new_task(alice, title=title)
+    for sort in ("title", "-title"):
+        listed = collect(alice, limit=1, sort=sort)
+        assert [task["title"] for task in listed] == sorted(titles, reverse=sort == "-title")

@@ -79,7 +79,8 @@ class CursorCodec:
             "k": _encode_value(position.sort_value),
             "i": position.task_id.hex,
         }
-        payload = json.dumps(document, separators=(",", ":")).encode()
+        # ensure_ascii=False: a 200-character title stays at most 800 bytes.
+        payload = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
         return _b64encode(payload + self._mac(payload))
 
     def decode(self, cursor: str, *, owner: uuid.UUID, fingerprint: str) -> Position:

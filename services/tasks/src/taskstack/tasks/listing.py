@@ -86,7 +86,10 @@ class TaskListParams(BaseModel):
     )
     limit: int = Field(default=20, ge=1, le=100, description="Page size.")
     cursor: str | None = Field(
-        default=None, max_length=1024, description="`next_cursor` of the previous page."
+        # Room for the longest sort value: a 200-character title of 4-byte characters.
+        default=None,
+        max_length=4096,
+        description="`next_cursor` of the previous page.",
     )
     include_total: bool = Field(
         default=False, description="Also count every matching task (costs a COUNT)."
