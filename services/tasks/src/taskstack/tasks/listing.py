@@ -151,9 +151,8 @@ def _filters(owner: uuid.UUID, params: TaskListParams) -> list[ColumnElement[boo
         conditions.append(task.due_at < params.due_before)
     if params.due_after is not None:
         conditions.append(task.due_at >= params.due_after)
-    is_overdue = (task.due_at < func.now()) & task.completed.is_(False)
     if params.overdue is True:
-        conditions.append(is_overdue)
+        conditions.append((task.due_at < func.now()) & task.completed.is_(False))
     elif params.overdue is False:
         conditions.append(or_(task.due_at.is_(None), task.due_at >= func.now(), task.completed))
     if params.q is not None:
@@ -179,13 +178,11 @@ def page_statement(owner: uuid.UUID, params: TaskListParams, after: Position | N
         mine = tuple_(order.expression, task.id)
         theirs = tuple_(order.bound(after.sort_value), literal(after.task_id))
         conditions.append(mine < theirs if order.descending else mine > theirs)
-    direction = "desc" if order.descending else "asc"
-    return (
-        select(*TASK_COLUMNS)
-        .where(*conditions)
-        .order_by(getattr(order.expression, direction)(), getattr(task.id, direction)())
-        .limit(params.limit + 1)
-    )
+    if order.descending:
+        ordering = (order.expression.desc(), task.id.desc())
+    else:
+        ordering = (order.expression.asc(), task.id.asc())
+    return select(*TASK_COLUMNS).where(*conditions).order_by(*ordering).limit(params.limit + 1)
 
 
 def count_statement(owner: uuid.UUID, params: TaskListParams) -> Select[Any]:
