@@ -254,7 +254,10 @@ def test_openapi_declares_each_operations_statuses(api: Api) -> None:
     assert {"200", "304", "404", "401"} <= set(item["get"]["responses"])
     for method in ("put", "patch", "delete"):
         assert {"404", "412", "401"} <= set(item[method]["responses"])
-    assert "application/merge-patch+json" in item["patch"]["requestBody"]["content"]
+    assert set(item["patch"]["requestBody"]["content"]) == {
+        "application/merge-patch+json",
+        "application/json",
+    }
     problem = {"$ref": "#/components/schemas/Problem"}
     assert item["put"]["responses"]["412"]["content"]["application/problem+json"]["schema"] == (
         problem

@@ -150,6 +150,12 @@ async def replace_task(
     response_model=TaskPublic,
     summary="Change some fields of a task (JSON merge patch, RFC 7396)",
     responses={200: {"headers": _ETAG_HEADER}, **_NOT_FOUND, **_STALE},
+    # Plain JSON is read the same way; say so in the schema too.
+    openapi_extra={
+        "requestBody": {
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/TaskPatch"}}}
+        }
+    },
 )
 async def patch_task(
     task_id: TaskId,
