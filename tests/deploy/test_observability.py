@@ -88,16 +88,27 @@ def metric_names(expression: str) -> set[str]:
     return names
 
 
+# The series a metric family of each type exposes (a labelled family that has not
+# been observed yet shows only its # TYPE line).
+SERIES_SUFFIXES = {
+    "counter": ("",),
+    "gauge": ("",),
+    "histogram": ("_bucket", "_count", "_sum"),
+    "summary": ("", "_count", "_sum"),
+}
+
+
 def exported(running: RunningService) -> set[str]:
-    """Series names in the service's /metrics (Prometheus text format); none without it."""
+    """Series names the service's /metrics (Prometheus text format) declares or shows."""
     answer = httpx.get(f"{running.url}/metrics", timeout=5)
-    if answer.status_code == 404:
-        return set()
     assert answer.status_code == 200
     assert answer.headers["content-type"].startswith("text/plain")
     names = set()
     for line in answer.text.splitlines():
-        if line and not line.startswith("#"):
+        if line.startswith("# TYPE "):
+            _, _, family, kind = line.split(maxsplit=3)
+            names |= {family + suffix for suffix in SERIES_SUFFIXES.get(kind, ("",))}
+        elif line and not line.startswith("#"):
             names.add(re.split(r"[{\s]", line, maxsplit=1)[0])
     return names
 

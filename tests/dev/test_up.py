@@ -86,7 +86,12 @@ def test_up_serves_both_services_through_the_gateway_and_stops_cleanly(tmp_path:
             assert issuer == base
             # Health is for the kubelet only: the gateway does not route it.
             assert client.get("/livez").status_code == 404
-            assert client.get("/v1/tasks/nothing-here").status_code == 404
+            assert client.get("/v1/tasks").status_code == 401
+            signed_in = {"Authorization": f"Bearer {tokens['access_token']}"}
+            created = client.post("/v1/tasks", json={"title": "try taskstack"}, headers=signed_in)
+            assert created.status_code == 201
+            listed = client.get("/v1/tasks", headers=signed_in).json()["items"]
+            assert [task["title"] for task in listed] == ["try taskstack"]
         assert httpx.get(f"http://127.0.0.1:{auth}/readyz").status_code == 200
         assert httpx.get(f"http://127.0.0.1:{tasks}/readyz").status_code == 200
     finally:

@@ -109,7 +109,14 @@ def create_service_app(
                 "Idempotency-Key",
                 "X-Request-ID",
             ],
-            expose_headers=["ETag", "Location", "Link", "Retry-After", "X-Request-ID"],
+            expose_headers=[
+                "ETag",
+                "Location",
+                "Link",
+                "Retry-After",
+                "X-Request-ID",
+                "Idempotent-Replayed",
+            ],
             max_age=600,
         )
     if provider := tracer_provider(name, version):

@@ -152,12 +152,16 @@ class Database:
         delay = 0.25
         attempt = 1
         while not await self.ping():
-            if time.monotonic() + delay > deadline:
+            # Use the whole window: the last wait is cut short to end at the
+            # deadline, where one more ping decides.
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
                 raise DatabaseUnreachable(
                     f"the database did not answer within {self._startup_timeout:g} s"
                 )
             logger.warning("database not reachable yet", extra={"attempt": attempt})
-            await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # noqa: S311 - jitter, not crypto
+            jittered = delay * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not crypto
+            await asyncio.sleep(min(jittered, remaining))
             delay = min(delay * 2, 5.0)
             attempt += 1
 

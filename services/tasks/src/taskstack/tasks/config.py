@@ -1,7 +1,28 @@
 """The tasks service's settings, read from the environment."""
 
-from taskstack.common.settings import ServiceSettings
+from pydantic import Field, SecretStr, field_validator
+
+from taskstack.common.settings import DEVELOPMENT_SECRET_MARKER, ServiceSettings
 
 
 class TasksSettings(ServiceSettings):
-    pass
+    # Where auth publishes its public keys; fetched at start-up and then in the
+    # background, never on the request path.
+    jwks_url: str = "http://127.0.0.1:8001/.well-known/jwks.json"
+    jwks_cache_seconds: float = Field(default=300.0, ge=1, le=86_400)
+    jwks_refetch_cooldown_seconds: float = Field(default=30.0, ge=0, le=3_600)
+
+    # Signs list cursors, so a client cannot forge one (another user's, another
+    # query's). Every replica must share it; rotating it invalidates open cursors.
+    tasks_cursor_secret: SecretStr = SecretStr(
+        f"{DEVELOPMENT_SECRET_MARKER}-tasks-cursor-secret-change-me"
+    )
+    # How long an Idempotency-Key is remembered; clients may retry within it.
+    tasks_idempotency_hours: int = Field(default=24, ge=24, le=24 * 30)
+
+    @field_validator("tasks_cursor_secret")
+    @classmethod
+    def _long_enough(cls, value: SecretStr) -> SecretStr:
+        if len(value.get_secret_value().encode()) < 16:
+            raise ValueError("must be at least 16 bytes")
+        return value

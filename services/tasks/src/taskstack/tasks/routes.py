@@ -1,5 +1,183 @@
-"""The tasks service's public routes, under /v1/tasks."""
+"""The tasks service's public routes, under /v1/tasks: parse, call the service, answer."""
 
-from fastapi import APIRouter
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Query, Request, Response
+
+from taskstack.common.errors import UnprocessableContent
+from taskstack.tasks import service
+from taskstack.tasks.dependencies import (
+    Connection,
+    Context,
+    IdempotencyKeyHeader,
+    IfMatch,
+    IfNoneMatch,
+    OwnedTask,
+    OwnerId,
+    TaskId,
+)
+from taskstack.tasks.etags import etag
+from taskstack.tasks.idempotency import IdempotentRequest, remember, replay_or_claim
+from taskstack.tasks.listing import TaskListParams, list_tasks, next_link
+from taskstack.tasks.models import DeletedCount, TaskCreate, TaskPage, TaskPatch, TaskPublic
 
 router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
+
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"description": "No such task for this user (another user's task is not found either)."}
+}
+_STALE: dict[int | str, dict[str, Any]] = {
+    412: {"description": "If-Match did not match the task's current ETag; nothing changed."}
+}
+_ETAG_HEADER = {"ETag": {"schema": {"type": "string"}, "description": "The task's version."}}
+
+
+def _task_headers(task: TaskPublic) -> dict[str, str]:
+    return {"ETag": etag(task.version), "Location": f"{router.prefix}/{task.id}"}
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=TaskPublic,
+    summary="Create a task",
+    responses={
+        201: {"headers": {**_ETAG_HEADER, "Location": {"schema": {"type": "string"}}}},
+        409: {"description": "A request with this Idempotency-Key is still in flight."},
+        422: {"description": "Invalid body, or an Idempotency-Key reused with another body."},
+    },
+)
+async def create_task(
+    data: TaskCreate,
+    owner: OwnerId,
+    connection: Connection,
+    context: Context,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> Response:
+    keyed = IdempotentRequest.of(owner, idempotency_key, data) if idempotency_key else None
+    if keyed is not None and (replay := await replay_or_claim(connection, keyed)):
+        return replay
+    task = await service.create_task(connection, owner, data)
+    body, headers = task.model_dump_json(), _task_headers(task)
+    if keyed is not None:
+        await remember(
+            connection,
+            keyed,
+            status=201,
+            body=body,
+            headers=headers,
+            keep_for=context.idempotency_retention,
+        )
+    return Response(body, status_code=201, headers=headers, media_type="application/json")
+
+
+@router.get(
+    "",
+    response_model=TaskPage,
+    summary="List the caller's tasks, a page at a time",
+    responses={
+        200: {"headers": {"Link": {"schema": {"type": "string"}, "description": "rel=next"}}},
+        400: {"description": "The cursor was altered, or belongs to another query or user."},
+    },
+)
+async def list_my_tasks(
+    params: Annotated[TaskListParams, Query()],
+    request: Request,
+    response: Response,
+    owner: OwnerId,
+    connection: Connection,
+    context: Context,
+) -> TaskPage:
+    page = await list_tasks(connection, owner, params, context.cursor_codec)
+    if page.next_cursor is not None:
+        response.headers["Link"] = next_link(request, page.next_cursor)
+    return page
+
+
+@router.delete(
+    "",
+    response_model=DeletedCount,
+    summary="Delete the caller's completed tasks",
+)
+async def delete_completed_tasks(
+    completed: Annotated[bool, Query(description="Must be true: removes completed tasks.")],
+    owner: OwnerId,
+    connection: Connection,
+) -> DeletedCount:
+    if not completed:
+        raise UnprocessableContent("Only completed=true is supported for bulk deletion.")
+    return DeletedCount(deleted=await service.delete_completed_tasks(connection, owner))
+
+
+@router.get(
+    "/{task_id}",
+    response_model=TaskPublic,
+    summary="Get a task",
+    responses={
+        200: {"headers": _ETAG_HEADER},
+        304: {"description": "If-None-Match matched: the client's copy is current."},
+        **_NOT_FOUND,
+    },
+)
+async def get_task(task: OwnedTask, if_none_match: IfNoneMatch, response: Response) -> Any:
+    if if_none_match is not None and if_none_match.matches_weakly(task.version):
+        return Response(status_code=304, headers={"ETag": etag(task.version)})
+    response.headers["ETag"] = etag(task.version)
+    return task
+
+
+@router.put(
+    "/{task_id}",
+    response_model=TaskPublic,
+    summary="Replace a task",
+    responses={200: {"headers": _ETAG_HEADER}, **_NOT_FOUND, **_STALE},
+)
+async def replace_task(
+    task_id: TaskId,
+    data: TaskCreate,
+    if_match: IfMatch,
+    owner: OwnerId,
+    connection: Connection,
+    response: Response,
+) -> TaskPublic:
+    task = await service.replace_task(connection, owner, task_id, data, if_match)
+    response.headers["ETag"] = etag(task.version)
+    return task
+
+
+@router.patch(
+    "/{task_id}",
+    response_model=TaskPublic,
+    summary="Change some fields of a task (JSON merge patch, RFC 7396)",
+    responses={200: {"headers": _ETAG_HEADER}, **_NOT_FOUND, **_STALE},
+    # Plain JSON is read the same way; say so in the schema too.
+    openapi_extra={
+        "requestBody": {
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/TaskPatch"}}}
+        }
+    },
+)
+async def patch_task(
+    task_id: TaskId,
+    patch: Annotated[TaskPatch, Body(media_type="application/merge-patch+json")],
+    if_match: IfMatch,
+    owner: OwnerId,
+    connection: Connection,
+    response: Response,
+) -> TaskPublic:
+    task = await service.patch_task(connection, owner, task_id, patch, if_match)
+    response.headers["ETag"] = etag(task.version)
+    return task
+
+
+@router.delete(
+    "/{task_id}",
+    status_code=204,
+    summary="Delete a task",
+    responses={**_NOT_FOUND, **_STALE},
+)
+async def delete_task(
+    task_id: TaskId, if_match: IfMatch, owner: OwnerId, connection: Connection
+) -> Response:
+    await service.delete_task(connection, owner, task_id, if_match)
+    return Response(status_code=204)

@@ -1,0 +1,77 @@
+"""Input types shared by bodies and query parameters.
+
+PostgreSQL refuses NUL in text and psycopg cannot encode lone surrogates, so
+both are refused here, as a 422 naming the field, before any SQL runs.
+"""
+
+import re
+from datetime import UTC, datetime
+from typing import Annotated
+
+from pydantic import AfterValidator, BeforeValidator, Field, StringConstraints
+
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _storable(value: str) -> str:
+    if _UNSTORABLE.search(value):
+        raise ValueError("must not contain NUL characters or unpaired surrogates")
+    return value
+
+
+def _aware_datetime(value: object) -> datetime:
+    """An RFC 3339 / ISO 8601 string with a UTC offset, normalised to UTC.
+
+    Numbers (Unix times) and naive times are refused rather than guessed at.
+    """
+    if isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, str) and len(value) <= 64:
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError("must be an ISO 8601 date-time with a UTC offset") from None
+    else:
+        raise ValueError("must be an ISO 8601 date-time string with a UTC offset")
+    if parsed.tzinfo is None or parsed.utcoffset() is None:
+        raise ValueError("must include a UTC offset (for example Z or +02:00)")
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("is out of range") from None
+
+
+Title = Annotated[
+    str,
+    StringConstraints(strict=True, strip_whitespace=True, min_length=1, max_length=200),
+    AfterValidator(_storable),
+]
+Description = Annotated[
+    str, StringConstraints(strict=True, max_length=10_000), AfterValidator(_storable)
+]
+Tag = Annotated[
+    str,
+    StringConstraints(strict=True, strip_whitespace=True, min_length=1, max_length=32),
+    AfterValidator(_storable),
+]
+SearchText = Annotated[
+    str,
+    StringConstraints(strict=True, strip_whitespace=True, min_length=1, max_length=200),
+    AfterValidator(_storable),
+]
+AwareDatetime = Annotated[
+    datetime,
+    BeforeValidator(_aware_datetime),
+    Field(json_schema_extra={"format": "date-time"}),
+]
+
+MAX_TAGS = 20
+
+
+def _distinct(tags: list[str]) -> list[str]:
+    if len(set(tags)) != len(tags):
+        raise ValueError("must not repeat a tag")
+    return tags
+
+
+Tags = Annotated[list[Tag], Field(max_length=MAX_TAGS), AfterValidator(_distinct)]
