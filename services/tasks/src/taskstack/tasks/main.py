@@ -10,6 +10,7 @@ import httpx
 from fastapi import FastAPI
 
 from taskstack.common.app import create_service_app
+from taskstack.common.telemetry import instrument_client
 from taskstack.common.tokens import RemoteKeySet, TokenVerifier
 from taskstack.tasks.config import TasksSettings
 from taskstack.tasks.cursor import CursorCodec
@@ -33,6 +34,7 @@ class TokenKeys:
     async def lifespan(self, app: FastAPI) -> AsyncIterator[None]:
         settings = self.settings
         async with httpx.AsyncClient(timeout=JWKS_FETCH_TIMEOUT) as client:
+            instrument_client(client)  # the fetch is traced and carries traceparent
             keys = RemoteKeySet(
                 settings.jwks_url,
                 client=client,
