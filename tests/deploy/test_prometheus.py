@@ -98,7 +98,8 @@ def prometheus_for(tmp_path: Path) -> Iterator[Any]:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-            stack.callback(lambda: (process.terminate(), process.wait(15)))
+            stack.callback(process.wait, 15)
+            stack.callback(process.terminate)
             base_url = f"http://127.0.0.1:{port}"
             deadline = time.monotonic() + 30
             while True:
