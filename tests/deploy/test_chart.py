@@ -349,7 +349,21 @@ def test_configuration_reaches_each_service(rendering: Rendering) -> None:
         (container,) = deployment["spec"]["template"]["spec"]["containers"]
         (source,) = container["envFrom"]
         config = rendering.named("ConfigMap", source["configMapRef"]["name"])["data"]
-        env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"]}
+        env = {
+            e["name"]: e["valueFrom"]["secretKeyRef"]
+            for e in container["env"]
+            if "secretKeyRef" in e["valueFrom"]
+        }
+        downward = {
+            e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"]
+            for e in container["env"]
+            if "fieldRef" in e["valueFrom"]
+        }
+        assert downward == {
+            "POD_NAME": "metadata.name",
+            "POD_NAMESPACE": "metadata.namespace",
+            "NODE_NAME": "spec.nodeName",
+        }
         assert {"ENVIRONMENT", "FORWARDED_ALLOW_IPS", "DATABASE_POOL_SIZE"} <= config.keys()
         assert all(isinstance(v, str) for v in config.values())
         assert "DATABASE_URL" in env
@@ -378,7 +392,11 @@ def test_existing_secrets_are_referenced_and_none_is_created() -> None:
     rendering = chart.render_file(values)
     assert rendering.of_kind("Secret") == []
     auth = rendering.named("Deployment", "taskstack-auth")["spec"]["template"]["spec"]
-    refs = {e["name"]: e["valueFrom"]["secretKeyRef"]["name"] for e in auth["containers"][0]["env"]}
+    refs = {
+        e["name"]: e["valueFrom"]["secretKeyRef"]["name"]
+        for e in auth["containers"][0]["env"]
+        if "secretKeyRef" in e["valueFrom"]
+    }
     assert refs == {"DATABASE_URL": "taskstack-database", "AUTH_PASSWORD_PEPPER": "taskstack-auth"}
     volumes = {v["name"]: v for v in auth["volumes"]}
     assert volumes["signing-keys"]["secret"]["secretName"] == "taskstack-signing-keys"
@@ -625,7 +643,7 @@ def test_the_readme_install_example_works() -> None:
     for _, pod in rendering.workloads():
         for container in pod["spec"]["containers"]:
             for env in container.get("env", []):
-                if "valueFrom" in env:
+                if "secretKeyRef" in env.get("valueFrom", {}):
                     ref = env["valueFrom"]["secretKeyRef"]
                     referenced.add(ref["name"])
                     assert ref["key"] in block, ref
