@@ -89,3 +89,21 @@ def test_openmetrics_exemplars_carry_the_trace_id(traced: httpx.Client) -> None:
         "/metrics", headers={"accept": "application/openmetrics-text; version=1.0.0"}
     ).text
     assert f'# {{trace_id="{TRACE_ID}"}}' in text
+
+
+def test_resource_names_the_service_and_pod_and_the_environment_wins(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from taskstack.common.telemetry import _resource
+
+    monkeypatch.setenv("POD_NAME", "tasks-5d8-x2")
+    attributes = _resource("tasks", "1.2.3").attributes
+    assert attributes["service.name"] == "taskstack-tasks"
+    assert attributes["service.version"] == "1.2.3"
+    assert attributes["k8s.pod.name"] == "tasks-5d8-x2"
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "tasks-eu")
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=prod,service.version=9")
+    overridden = _resource("tasks", "1.2.3").attributes
+    assert overridden["service.name"] == "tasks-eu"
+    assert overridden["deployment.environment"] == "prod"
+    assert overridden["service.version"] == "9"

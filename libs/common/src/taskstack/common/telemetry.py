@@ -19,7 +19,7 @@ from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
 from opentelemetry.metrics import NoOpMeterProvider
-from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.resources import OTELResourceDetector, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -75,7 +75,7 @@ def _resource(service: str, version: str) -> Resource:
         if value := os.environ.get(variable):
             attributes[attribute] = value
     # OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES, when set, take precedence.
-    return Resource.create(attributes)
+    return Resource.create(attributes).merge(OTELResourceDetector().detect())
 
 
 def instrument_app(app: FastAPI, engine: AsyncEngine, provider: TracerProvider) -> None:

@@ -225,7 +225,7 @@ def _print_banner(options: UpOptions) -> None:
         port = options.service_ports[service.name]
         lines += [
             f"  {service.name:<5} docs    {gateway}{service.docs_path}",
-            f"  {service.name:<5} direct  http://{HOST}:{port}  (/livez, /readyz)",
+            f"  {service.name:<5} direct  http://{HOST}:{port}  (/livez, /readyz, /metrics)",
         ]
     lines += ["Press Ctrl-C to stop.", ""]
     print("\n".join(lines), flush=True)
