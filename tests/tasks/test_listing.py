@@ -3,11 +3,12 @@
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, get_args
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from taskstack.tasks.listing import SortKey
 from tests.tasks.conftest import UserClient, new_task
 
 Task = dict[str, Any]
@@ -90,18 +91,7 @@ def ordered(tasks: list[Task], sort: str) -> list[str]:
     return [task["id"] for task in result]
 
 
-SORTS = [
-    "created_at",
-    "-created_at",
-    "updated_at",
-    "-updated_at",
-    "due_at",
-    "-due_at",
-    "priority",
-    "-priority",
-    "title",
-    "-title",
-]
+SORTS = list(get_args(SortKey))
 
 
 @pytest.mark.parametrize("sort", SORTS)

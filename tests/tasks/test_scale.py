@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, get_args
 
 import httpx
 import psycopg
@@ -25,7 +25,7 @@ from sqlalchemy.engine import URL
 
 from taskstack.common.migrations import upgrade
 from taskstack.tasks.cursor import Position
-from taskstack.tasks.listing import TaskListParams, page_statement
+from taskstack.tasks.listing import SortKey, TaskListParams, page_statement
 from taskstack.tasks.main import create_app
 from taskstack.tasks.migrate import HISTORY
 from tests.support.postgres import PostgresServer
@@ -92,21 +92,7 @@ def large_database(postgres: PostgresServer) -> URL:
 
 OWNER = user_id(1)
 VARIANTS: list[dict[str, Any]] = [
-    *(
-        {"sort": sort}
-        for sort in (
-            "created_at",
-            "-created_at",
-            "updated_at",
-            "-updated_at",
-            "due_at",
-            "-due_at",
-            "priority",
-            "-priority",
-            "title",
-            "-title",
-        )
-    ),
+    *({"sort": sort} for sort in get_args(SortKey)),
     {"completed": False},
     {"completed": True, "sort": "-due_at"},
     {"priority": ["high"], "sort": "title"},
