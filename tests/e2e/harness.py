@@ -136,6 +136,7 @@ def run_stack(
     auth_replicas: int = 1,
     tasks_replicas: int = 1,
     pooled: bool = False,
+    pooler_pool_size: int = 20,
     database: URL | None = None,
     env: Mapping[str, str] | None = None,
     auth_env: Mapping[str, str] | None = None,
@@ -146,7 +147,7 @@ def run_stack(
 
     ``env`` applies to every replica, ``auth_env``/``tasks_env`` to one service's.
     With ``pooled``, the services reach PostgreSQL through PgBouncer in transaction
-    mode; migrations always use the direct URL.
+    mode (``pooler_pool_size`` server connections); migrations use the direct URL.
     """
     direct = database or postgres.migrated_database()
     with contextlib.ExitStack() as resources:
@@ -157,7 +158,11 @@ def run_stack(
         if tracing:
             collector = OtlpReceiver()
             otlp = resources.enter_context(serve(collector.app()))
-        pooler = resources.enter_context(pgbouncer(postgres)) if pooled else None
+        pooler = (
+            resources.enter_context(pgbouncer(postgres, pool_size=pooler_pool_size))
+            if pooled
+            else None
+        )
         services_url = pooler.url(direct) if pooler else direct
         ports = {
             "auth": [free_port() for _ in range(auth_replicas)],

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
 from sqlalchemy.engine import URL
 
 from tests.e2e.cluster import SERVER_USER, PrivateCluster, hand_over
@@ -33,8 +34,18 @@ class Pooler:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def show(self, what: str) -> list[dict[str, object]]:
+        """A ``SHOW <what>`` of the admin console (CLIENTS, SERVERS, POOLS, ...) as dicts."""
+        dsn = f"host=127.0.0.1 port={self.port} dbname=pgbouncer user=postgres"
+        with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as admin:
+            cursor = admin.execute(f"SHOW {what}")
+            names = [column.name for column in cursor.description or []]
+            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
-def _config(cluster: PrivateCluster, directory: Path, port: int, version: tuple[int, ...]) -> str:
+
+def _config(
+    cluster: PrivateCluster, directory: Path, port: int, version: tuple[int, ...], pool_size: int
+) -> str:
     settings: dict[str, str] = {
         "listen_addr": "127.0.0.1",
         "listen_port": str(port),
@@ -43,7 +54,7 @@ def _config(cluster: PrivateCluster, directory: Path, port: int, version: tuple[
         "auth_file": str(directory / "userlist.txt"),
         "pool_mode": "transaction",
         "max_client_conn": "1000",
-        "default_pool_size": "20",
+        "default_pool_size": str(pool_size),
         "logfile": str(directory / "pgbouncer.log"),
         "pidfile": str(directory / "pgbouncer.pid"),
         "admin_users": "postgres",
@@ -77,13 +88,14 @@ def _wait_listening(port: int, process: subprocess.Popen[bytes], log: Path) -> N
 
 
 @contextlib.contextmanager
-def pgbouncer(cluster: PrivateCluster) -> Iterator[Pooler]:
+def pgbouncer(cluster: PrivateCluster, *, pool_size: int = 20) -> Iterator[Pooler]:
+    """PgBouncer in front of ``cluster``; ``pool_size`` server connections per database."""
     binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
     with tempfile.TemporaryDirectory(prefix="taskstack-e2e-pgbouncer-") as tmp:
         directory = Path(tmp)
         port = free_port()
         (directory / "userlist.txt").write_text('"postgres" ""\n')
-        config = _config(cluster, directory, port, _version(binary))
+        config = _config(cluster, directory, port, _version(binary), pool_size)
         (directory / "pgbouncer.ini").write_text(config)
         hand_over(directory)
         command = [binary, str(directory / "pgbouncer.ini")]
