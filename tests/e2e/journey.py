@@ -3,7 +3,7 @@
 import secrets
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,12 +98,24 @@ def run_journey(stack: Stack) -> Journey:
 
 
 def records_with_trace(
-    stack: Stack, trace_id: str, service: str, *, wait: float = 5.0
+    stack: Stack,
+    trace_id: str,
+    service: str,
+    *,
+    routes: Collection[tuple[str, str]] = (),
+    wait: float = 5.0,
 ) -> list[dict[str, Any]]:
-    """``service``'s log records carrying ``trace_id`` (logs are written as requests end)."""
+    """``service``'s log records carrying ``trace_id``, once the access records of ``routes``
+    (method, route template) are among them: a service logs a request after answering it.
+    """
     deadline = time.monotonic() + wait
     while True:
         found = [r for r in stack.logs(service) if r.get("trace_id") == trace_id]
-        if found or time.monotonic() > deadline:
+        logged = access_records(found)
+        if (found and set(routes) <= logged) or time.monotonic() > deadline:
             return found
         time.sleep(0.1)
+
+
+def access_records(records: list[dict[str, Any]]) -> set[tuple[str, str]]:
+    return {(r["method"], r["route"]) for r in records if r.get("message") == "request"}
