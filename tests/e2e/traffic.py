@@ -66,18 +66,28 @@ def create_tasks(client: httpx.Client, user: User, titles: Sequence[str]) -> lis
 
 
 async def timed(
-    client: httpx.AsyncClient, kind: str, started_at: float, request: Awaitable[httpx.Response]
+    client: httpx.AsyncClient,
+    kind: str,
+    started_at: float,
+    request: Awaitable[httpx.Response],
+    inspect: Callable[[httpx.Response], None] | None = None,
 ) -> Outcome:
-    """Await ``request`` and describe how it went; ``started_at`` is the traffic's origin."""
+    """Await ``request`` and describe how it went; ``started_at`` is the traffic's origin.
+
+    ``inspect`` sees the response (to keep an id or a token from it).
+    """
     started = time.monotonic()
     try:
         response = await request
     except httpx.HTTPError as exc:
         return Outcome(kind, started - started_at, time.monotonic() - started, 0, error=repr(exc))
+    elapsed = time.monotonic() - started
+    if inspect is not None:
+        inspect(response)
     return Outcome(
         kind,
         started - started_at,
-        time.monotonic() - started,
+        elapsed,
         response.status_code,
         response.headers.get("content-type", ""),
         response.headers.get("retry-after"),
