@@ -5,7 +5,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL
 
-from tests.common.demo import SCHEMA, DemoTable, Faults, demo_app
+from tests.common.demo import COMMIT_FAULT_DDL, SCHEMA, DemoTable, Faults, demo_app
 from tests.support.postgres import PostgresServer
 from tests.support.servers import serve
 
@@ -17,6 +17,8 @@ def demo_database(postgres: PostgresServer) -> URL:
     with engine.begin() as conn:
         conn.execute(text(f"CREATE SCHEMA {SCHEMA}"))
         DemoTable.metadata.create_all(conn)
+        for statement in COMMIT_FAULT_DDL:
+            conn.execute(text(statement))
     engine.dispose()
     return url
 

@@ -32,6 +32,27 @@ class NoteIn(BaseModel):
     count: int = 1
 
 
+# A note with this text makes its COMMIT lose the connection: a deferred
+# constraint trigger (created with the demo schema) terminates the backend
+# while the COMMIT runs, so the client cannot know whether it landed.
+LOSE_CONNECTION_AT_COMMIT = "lose-connection-at-commit"
+
+COMMIT_FAULT_DDL = (
+    f"""
+    CREATE FUNCTION {SCHEMA}.terminate_own_backend() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM pg_terminate_backend(pg_backend_pid());
+        RETURN NULL;
+    END $$
+    """,
+    f"""
+    CREATE CONSTRAINT TRIGGER lose_connection_at_commit AFTER INSERT ON {SCHEMA}.note
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW
+    WHEN (NEW.text = '{LOSE_CONNECTION_AT_COMMIT}')
+    EXECUTE FUNCTION {SCHEMA}.terminate_own_backend()
+    """,
+)
+
 FAULT_SQL = {
     "serialization": "DO $$ BEGIN RAISE EXCEPTION 'conflict' USING ERRCODE = '40001'; END $$",
     "disconnect": "SELECT pg_terminate_backend(pg_backend_pid())",

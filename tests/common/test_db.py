@@ -9,7 +9,7 @@ from sqlalchemy.engine import URL
 
 from taskstack.common.db import is_transient
 from tests.common.conftest import count_notes
-from tests.common.demo import Faults, demo_app
+from tests.common.demo import LOSE_CONNECTION_AT_COMMIT, Faults, demo_app
 from tests.support.servers import serve
 from tests.support.tcp_proxy import tcp_proxy
 
@@ -53,6 +53,23 @@ def test_persistent_transient_failure_is_a_fast_503(
     assert time.monotonic() - started < 5.0  # the pool-timeout budget
     assert faults.attempts == 3
     assert count_notes(clean_demo_database) == 0
+
+
+def test_connection_lost_during_commit_is_a_503_and_never_replayed(
+    demo: httpx.Client, faults: Faults, clean_demo_database: URL
+) -> None:
+    # Whether a COMMIT whose connection dropped landed is unknown to the service;
+    # replaying the request could apply the write twice, so the client decides
+    # (with an idempotency key, say) what to do about it.
+    response = demo.post("/v1/demo/notes", json={"text": LOSE_CONNECTION_AT_COMMIT})
+    assert response.status_code == 503, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.headers["retry-after"] == "1"
+    assert "may or may not have been applied" in response.json()["detail"]
+    assert faults.attempts == 1
+    assert count_notes(clean_demo_database) == 0  # the trigger aborted this COMMIT
+    # The pool dropped the dead connection: the next request works.
+    assert demo.post("/v1/demo/notes", json={"text": "after"}).status_code == 201
 
 
 def test_full_pool_answers_503_within_the_acquire_timeout(clean_demo_database: URL) -> None:

@@ -31,16 +31,8 @@ class ServiceProcess:
         return self.log_path.read_text(errors="replace")
 
 
-@contextlib.contextmanager
-def service_process(
-    factory: str,
-    env: dict[str, str],
-    *,
-    port: int | None = None,
-    ready_path: str = "/livez",
-    startup_timeout: float = 60.0,
-) -> Iterator[ServiceProcess]:
-    """Run ``uvicorn --factory <factory>`` with ``env`` on top of ours; stop it with SIGTERM."""
+def start_service(factory: str, env: dict[str, str], *, port: int | None = None) -> ServiceProcess:
+    """Spawn ``uvicorn --factory <factory>`` with ``env`` on top of ours; do not wait for it."""
     port = port or free_port()
     with tempfile.NamedTemporaryFile(prefix="service-", suffix=".log", delete=False) as log:
         log_path = Path(log.name)
@@ -64,25 +56,50 @@ def service_process(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    running = ServiceProcess(f"http://127.0.0.1:{port}", process, log_path)
+    return ServiceProcess(f"http://127.0.0.1:{port}", process, log_path)
+
+
+def wait_ready(running: ServiceProcess, ready_path: str = "/livez", timeout: float = 60.0) -> None:
+    """Return once ``ready_path`` answers 200; raise, with the log, if it exits or never does."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if running.process.poll() is not None:
+            raise RuntimeError(f"{running.base_url} exited:\n{running.log()}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(running.base_url + ready_path, timeout=1).status_code == 200:
+                return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{running.base_url} did not start:\n{running.log()}")
+        time.sleep(0.1)
+
+
+def stop_service(running: ServiceProcess, *, keep_log: bool = False) -> None:
+    """SIGTERM, a bounded wait, then SIGKILL; the log file goes unless ``keep_log``."""
+    process = running.process
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    if not keep_log:
+        running.log_path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def service_process(
+    factory: str,
+    env: dict[str, str],
+    *,
+    port: int | None = None,
+    ready_path: str = "/livez",
+    startup_timeout: float = 60.0,
+) -> Iterator[ServiceProcess]:
+    """Run ``uvicorn --factory <factory>`` with ``env`` on top of ours; stop it with SIGTERM."""
+    running = start_service(factory, env, port=port)
     try:
-        deadline = time.monotonic() + startup_timeout
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"{factory} exited:\n{running.log()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(running.base_url + ready_path, timeout=1).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{factory} did not start:\n{running.log()}")
-            time.sleep(0.1)
+        wait_ready(running, ready_path, startup_timeout)
         yield running
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        log_path.unlink(missing_ok=True)
+        stop_service(running)

@@ -10,6 +10,7 @@ from fastapi.routing import APIRoute
 from starlette.middleware.cors import CORSMiddleware
 
 from taskstack.common.db import Database
+from taskstack.common.docs import install_docs
 from taskstack.common.errors import (
     PROBLEM_MEDIA_TYPE,
     Problem,
@@ -70,7 +71,7 @@ def create_service_app(
         description=description,
         lifespan=app_lifespan,
         openapi_url=f"{public_prefix}/openapi.json",
-        docs_url=f"{public_prefix}/docs",
+        docs_url=None,  # install_docs serves it, without a CDN
         redoc_url=None,
         dependencies=[Depends(_require_supported_media_type)],
         # Traced by OpenTelemetry's FastAPI instrumentation below, not twice.
@@ -79,6 +80,7 @@ def create_service_app(
     app.state.service = name
     app.state.database = database
     install_error_handlers(app)
+    install_docs(app, public_prefix)
     checks = {"database": database.ping, **(readiness_checks or {})}
     app.include_router(health_router(name, checks, settings.readiness_timeout))
     app.include_router(metrics_router())

@@ -1,0 +1,69 @@
+"""Item 1: a client's whole journey through the nginx gateway, followed by its trace id."""
+
+import pytest
+
+from tests.e2e.harness import Stack
+from tests.e2e.journey import Trace, access_records, records_with_trace, run_journey
+from tests.e2e.report import Reliability
+from tests.support.auth import bearer
+from tests.support.tokens import TokenMint
+
+pytestmark = pytest.mark.e2e
+
+AUTH_ROUTES = {
+    ("POST", "/v1/auth/register"),
+    ("POST", "/v1/auth/token"),
+    ("GET", "/v1/auth/me"),
+    ("POST", "/v1/auth/revoke"),
+}
+TASKS_ROUTES = {
+    ("POST", "/v1/tasks"),
+    ("GET", "/v1/tasks"),
+    ("PATCH", "/v1/tasks/{task_id}"),
+    ("GET", "/v1/tasks/{task_id}"),
+    ("DELETE", "/v1/tasks/{task_id}"),
+}
+JWKS = ("GET", "/.well-known/jwks.json")
+
+
+def test_the_whole_journey_through_the_gateway(stack: Stack, reliability: Reliability) -> None:
+    journey = run_journey(stack)
+    trace_id = journey.trace.trace_id
+    in_auth = records_with_trace(stack, trace_id, "auth", routes=AUTH_ROUTES)
+    in_tasks = records_with_trace(stack, trace_id, "tasks", routes=TASKS_ROUTES)
+    reliability.record(
+        1,
+        "End-to-end journey",
+        f"{journey.requests} requests, {len(journey.unexpected)} unexpected answers; "
+        f"trace {trace_id[:8]}… in {len(in_auth)} auth and {len(in_tasks)} tasks log records",
+    )
+    assert journey.unexpected == []
+    assert access_records(in_auth) >= AUTH_ROUTES
+    assert access_records(in_tasks) >= TASKS_ROUTES
+
+
+def test_one_request_chain_crosses_both_services_under_one_trace(
+    stack: Stack, reliability: Reliability
+) -> None:
+    """A token signed with a key tasks has not seen makes it refetch the JWKS from auth.
+
+    The refetch happens inside the request, so auth's log of the JWKS request
+    carries the trace id the client started.
+    """
+    trace = Trace()
+    rotated_in = TokenMint(kid="a-key-not-yet-published", issuer=stack.gateway)
+    client = stack.client()
+    answer = client.get("/v1/tasks", headers={**bearer(rotated_in.token()), **trace.headers()})
+    assert answer.status_code == 401
+    in_tasks = records_with_trace(stack, trace.trace_id, "tasks", routes=[("GET", "/v1/tasks")])
+    in_auth = records_with_trace(stack, trace.trace_id, "auth", routes=[JWKS])
+    assert access_records(in_tasks) == {("GET", "/v1/tasks")}
+    assert access_records(in_auth) == {JWKS}
+    said = [str(r["message"]) for r in in_tasks]
+    assert "access token refused" in said
+    assert any("/.well-known/jwks.json" in message for message in said), "tasks logged the fetch"
+    reliability.record(
+        1,
+        "End-to-end journey",
+        f"a tasks request and the JWKS fetch it caused in auth share trace {trace.trace_id[:8]}…",
+    )
