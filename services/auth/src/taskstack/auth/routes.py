@@ -51,11 +51,26 @@ def _token_answer(result: TokenPair | Grant) -> JSONResponse:
     return JSONResponse(result.model_dump(), headers=_NO_STORE)
 
 
+def _form_requires(**properties: dict[str, Any]) -> dict[str, Any]:
+    """openapi_extra that documents form fields as required.
+
+    The handler reads them as optional so that a missing one gets the OAuth
+    error answer (400 invalid_request), not the generic 422 problem.
+    """
+    schema = {"required": list(properties), "properties": properties}
+    return {"requestBody": {"required": True, "content": {_FORM: {"schema": schema}}}}
+
+
+_FORM = "application/x-www-form-urlencoded"
+_GRANT_TYPES = ["password", "refresh_token"]
+
+
 @router.post(
     "/token",
     response_model=TokenPair,
     responses={400: {"model": OAuthError, "description": "RFC 6749 §5.2 error."}, **_THROTTLED},
     summary="OAuth 2.0 token endpoint (password and refresh_token grants)",
+    openapi_extra=_form_requires(grant_type={"type": "string", "enum": _GRANT_TYPES}),
 )
 async def token(
     request: Request,
@@ -85,8 +100,13 @@ async def token(
 
 @router.post(
     "/revoke",
-    responses={400: {"model": OAuthError, "description": "No token was given."}},
+    response_class=Response,
+    responses={
+        200: {"description": "Revoked, or it was not a valid token (RFC 7009 §2.2)."},
+        400: {"model": OAuthError, "description": "No token was given."},
+    },
     summary="RFC 7009 revocation of a refresh token (sign out)",
+    openapi_extra=_form_requires(token={"type": "string", "minLength": 1}),
 )
 async def revoke(
     session: SessionDep,
