@@ -49,9 +49,7 @@ def signing_keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def auth_url(migrated_database: URL, signing_keys: Path) -> Iterator[str]:
-    settings = auth_settings(
-        migrated_database, signing_keys, log_level="WARNING", **UNTHROTTLED
-    )
+    settings = auth_settings(migrated_database, signing_keys, log_level="WARNING", **UNTHROTTLED)
     with serve(create_auth_app(settings)) as base_url:
         yield base_url
 

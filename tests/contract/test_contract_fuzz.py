@@ -90,7 +90,9 @@ def schemathesis_config(base_url: str, account: Account, service: str) -> dict[s
         "headers": {"Authorization": f"Bearer {account.access_token}"},
         "generation": {"mode": "all", "max-examples": EXAMPLES},
         "checks": {"enabled": True},
-        "phases": {name: {"enabled": True} for name in ("examples", "coverage", "fuzzing", "stateful")},
+        "phases": {
+            name: {"enabled": True} for name in ("examples", "coverage", "fuzzing", "stateful")
+        },
         "operations": [
             {
                 "include-name": operation,
