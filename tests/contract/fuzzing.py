@@ -41,6 +41,11 @@ def fuzz(schema_url: str, config: dict[str, Any]) -> FuzzResult:
             result.errors.append(f"fatal: {event.exception!r}")
         elif isinstance(event, events.EngineFinished):
             result.failures.extend(f"run: {f.title}: {f.message}" for f in event.failures)
+    for extraction in statistic.extraction_failures:
+        result.errors.append(
+            f"link {extraction.source} -> {extraction.target}: "
+            f"{extraction.parameter_name} = {extraction.expression} could not be resolved"
+        )
     for label, groups in statistic.failures.items():
         for group in groups.values():
             response = group.response

@@ -99,7 +99,12 @@ _NEW_PASSWORD_SCHEMA: dict[str, Any] = {
 class Registration(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    email: Email
+    email: Email = Field(
+        description=(
+            "An address at a special-use domain (RFC 6761: .test, .invalid, .localhost, "
+            ".local, .onion, .arpa) is refused: it can never receive mail."
+        )
+    )
     password: str = Field(
         description="8 to 1024 characters; not a common password.",
         json_schema_extra=_NEW_PASSWORD_SCHEMA,
