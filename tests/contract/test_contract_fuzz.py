@@ -6,16 +6,18 @@ bug to fix in the service; the only exclusions are below, each with its reason.
 """
 
 import contextlib
+import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import schemathesis
 from email_validator import SPECIAL_USE_DOMAIN_NAMES
 from schemathesis.specs.openapi.formats import get_default_format_strategies
 
-from tests.contract.conftest import Account, Reliability, signed_up
+from tests.contract.conftest import Reliability, signed_up
 from tests.contract.fuzzing import FuzzResult, fuzz
 
 # Cases per operation and phase; FUZZ_EXAMPLES raises it for a deeper local run.
@@ -102,7 +104,23 @@ EXCLUSIONS: dict[str, list[Exclusion]] = {
 }
 
 
-def schemathesis_config(base_url: str, account: Account, service: str) -> dict[str, Any]:
+def identities(auth_url: str, directory: Path) -> Path:
+    """Two real accounts as a Web Fuzzing Commons auth document: requests go as alice, and
+    object_level_authorization replays her reads as bob, who must not see her objects."""
+    users = []
+    for name in PEERS:
+        account = signed_up(auth_url, f"{name}@example.com")
+        header = {"name": "Authorization", "value": f"Bearer {account.access_token}"}
+        users.append({"name": name, "fixedHeaders": [header]})
+    path = directory / "identities.json"
+    path.write_text(json.dumps({"auth": users}))
+    return path
+
+
+PEERS = ("alice", "bob")
+
+
+def schemathesis_config(base_url: str, identities: Path, service: str) -> dict[str, Any]:
     """The `schemathesis.toml` equivalent of `st run --checks all --mode all --seed ...`."""
     accepted: dict[str, list[str]] = {}
     for exclusion in EXCLUSIONS[service]:
@@ -113,7 +131,7 @@ def schemathesis_config(base_url: str, account: Account, service: str) -> dict[s
     return {
         "seed": SEED,
         "base-url": base_url,
-        "headers": {"Authorization": f"Bearer {account.access_token}"},
+        "auth": {"wfc": {"path": str(identities), "user": PEERS[0], "peers": list(PEERS)}},
         "generation": {"mode": "all", "max-examples": EXAMPLES},
         "checks": {"enabled": True},
         "phases": {
@@ -159,22 +177,20 @@ def assert_clean(result: FuzzResult) -> None:
     assert not result.failures, f"{len(result.failures)} failures:\n" + "\n".join(result.failures)
 
 
-def test_auth_contract(auth_url: str, database_url: object, reliability: Reliability) -> None:
-    account = signed_up(auth_url, "fuzz@example.com")
+def test_auth_contract(
+    auth_url: str, database_url: object, tmp_path: Path, reliability: Reliability
+) -> None:
+    config = schemathesis_config(auth_url, identities(auth_url, tmp_path), "auth")
     with generation_adjustments():
-        result = fuzz(
-            f"{auth_url}/v1/auth/openapi.json", schemathesis_config(auth_url, account, "auth")
-        )
+        result = fuzz(f"{auth_url}/v1/auth/openapi.json", config)
     report(reliability, "auth", result)
     assert_clean(result)
 
 
 def test_tasks_contract(
-    auth_url: str, tasks_url: str, database_url: object, reliability: Reliability
+    auth_url: str, tasks_url: str, database_url: object, tmp_path: Path, reliability: Reliability
 ) -> None:
-    account = signed_up(auth_url, "fuzz@example.com")
-    result = fuzz(
-        f"{tasks_url}/v1/tasks/openapi.json", schemathesis_config(tasks_url, account, "tasks")
-    )
+    config = schemathesis_config(tasks_url, identities(auth_url, tmp_path), "tasks")
+    result = fuzz(f"{tasks_url}/v1/tasks/openapi.json", config)
     report(reliability, "tasks", result)
     assert_clean(result)
