@@ -31,13 +31,24 @@ def record_reliability(item: int, title: str, figure: str) -> None:
 
 
 class Reliability:
+    """Prints report lines past pytest's output capture, so a passing run shows them too."""
+
+    def __init__(self, capsys: pytest.CaptureFixture[str]):
+        self._capsys = capsys
+
     def record(self, item: int, title: str, figure: str) -> None:
-        record_reliability(item, title, figure)
+        with self._capsys.disabled():
+            record_reliability(item, title, figure)
+
+    def note(self, text: str) -> None:
+        """Detail printed under the figure (what it excludes, and why)."""
+        with self._capsys.disabled():
+            print(text, flush=True)
 
 
-@pytest.fixture(scope="session")
-def reliability() -> Reliability:
-    return Reliability()
+@pytest.fixture
+def reliability(capsys: pytest.CaptureFixture[str]) -> Reliability:
+    return Reliability(capsys)
 
 
 @pytest.fixture(scope="module")
