@@ -167,3 +167,23 @@ def test_each_login_starts_its_own_session(
 def test_user_ids_are_never_reused(client: httpx.Client) -> None:
     ids = {uuid.UUID(register(client, f"u{i}@example.com").json()["id"]) for i in range(5)}
     assert len(ids) == 5
+
+
+@pytest.mark.parametrize(
+    "username",
+    ["nul\x00@example.com", "x" * 1000 + "@example.com", "\x00"],
+    ids=["nul", "longer-than-a-throttle-key", "only-nul"],
+)
+def test_a_username_no_account_can_have_is_an_invalid_grant(
+    client: httpx.Client, postgres: PostgresServer, database_url: URL, username: str
+) -> None:
+    for _ in range(2):
+        response = login(client, username)
+        assert response.status_code == 400, response.text
+        assert response.json()["error"] == "invalid_grant"
+    with psycopg.connect(postgres.libpq(database_url)) as conn:
+        rows = conn.execute("SELECT key, failures FROM auth.throttle_counter").fetchall()
+    counters: dict[str, int] = dict(rows)
+    # Still counted against the account name, under its digest.
+    account_keys = [key for key in counters if key.startswith("login-account:sha256:")]
+    assert len(account_keys) == 1 and counters[account_keys[0]] == 2

@@ -1,5 +1,6 @@
 """Every endpoint over HTTP against PostgreSQL: status, headers, body and what is stored."""
 
+import re
 import uuid
 
 import pytest
@@ -263,3 +264,40 @@ def test_openapi_declares_each_operations_statuses(api: Api) -> None:
         problem
     )
     assert "Idempotency-Key" in {p["name"] for p in paths["/v1/tasks"]["post"]["parameters"]}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("OPTIONS", "/v1/tasks", "GET, POST, DELETE"),
+        ("PUT", "/v1/tasks", "GET, POST, DELETE"),
+        ("POST", "/v1/tasks/{id}", "GET, PUT, PATCH, DELETE"),
+    ],
+)
+def test_a_wrong_method_is_405_naming_every_allowed_one(
+    alice: UserClient, method: str, path: str, allow: str
+) -> None:
+    task = new_task(alice)
+    response = alice.request(method, path.format(id=task["id"]))
+    assert response.status_code == 405
+    assert response.headers["allow"] == allow
+    assert response.headers["content-type"] == "application/problem+json"
+
+
+def test_openapi_says_what_validation_enforces(api: Api) -> None:
+    schema = api.anonymous().get("/v1/tasks/openapi.json").json()
+    components = schema["components"]["schemas"]
+    patch = components["TaskPatch"]["properties"]
+    # Absent means unchanged; null would remove a required field, which is a 422.
+    for name in ("title", "completed", "priority", "tags"):
+        assert "anyOf" not in patch[name], name
+    assert patch["description"]["anyOf"][1] == {"type": "null"}
+    create = components["TaskCreate"]["properties"]
+    assert create["tags"]["uniqueItems"] is True
+    title_pattern = re.compile(create["title"]["pattern"])
+    assert title_pattern.search("a title") and title_pattern.search("  x  ")
+    assert not title_pattern.search(" \u3000\t") and not title_pattern.search("a\x00b")
+    description_pattern = re.compile(create["description"]["anyOf"][0]["pattern"])
+    assert description_pattern.search("") and not description_pattern.search("\x00")
+    (completed,) = schema["paths"]["/v1/tasks"]["delete"]["parameters"]
+    assert completed["required"] and completed["schema"]["enum"] == [True]

@@ -196,6 +196,7 @@ def _document_problems(operation: dict[str, Any]) -> None:
     if operation.get("security"):
         statuses["401"] = "The access token is missing, invalid or expired; see `WWW-Authenticate`."
     if has_body:
+        statuses["400"] = "The body could not be read (not UTF-8, or nested too deeply)."
         statuses["413"] = "The body is too large."
         statuses["415"] = "The body is not in a media type this operation reads."
     if has_body or operation.get("parameters"):

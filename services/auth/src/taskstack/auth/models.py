@@ -2,13 +2,14 @@
 
 import uuid
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, EmailStr, Field
 from sqlalchemy import DateTime, Index, LargeBinary, text
 from sqlmodel import Field as Column
 from sqlmodel import SQLModel
 
+from taskstack.auth.passwords import MAX_LENGTH, MIN_LENGTH
 from taskstack.common.models import Timestamps, UUIDPrimaryKey, Versioned, schema_metadata
 
 SCHEMA = "auth"
@@ -86,18 +87,38 @@ Email = Annotated[
 ]
 
 
+# What password_problem() checks that a schema can say; the service checks it
+# itself, to answer with its own message.
+_NEW_PASSWORD_SCHEMA: dict[str, Any] = {
+    "minLength": MIN_LENGTH,
+    "maxLength": MAX_LENGTH,
+    "pattern": r"^[^\x00]*$",
+}
+
+
 class Registration(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    email: Email
-    password: str = Field(description="8 to 1024 characters; not a common password.")
+    email: Email = Field(
+        description=(
+            "An address at a special-use domain (RFC 6761: .test, .invalid, .localhost, "
+            ".local, .onion, .arpa) is refused: it can never receive mail."
+        )
+    )
+    password: str = Field(
+        description="8 to 1024 characters; not a common password.",
+        json_schema_extra=_NEW_PASSWORD_SCHEMA,
+    )
 
 
 class PasswordChange(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     current_password: str = Field(max_length=4096)
-    new_password: str
+    new_password: str = Field(
+        description="8 to 1024 characters; not a common password, not the e-mail address.",
+        json_schema_extra=_NEW_PASSWORD_SCHEMA,
+    )
 
 
 class UserPublic(BaseModel):

@@ -22,11 +22,41 @@ _THROTTLED: dict[int | str, dict[str, Any]] = {
 }
 
 
+# OpenAPI links: what a client does next with an answer (register, sign in,
+# refresh, sign out). Schemathesis' stateful phase follows them too.
+_TOKEN_OPERATION = "#/paths/~1v1~1auth~1token/post"
+_SIGN_IN_LINK = {
+    "operationRef": _TOKEN_OPERATION,
+    "description": "Sign in as the new account.",
+    "requestBody": {
+        "grant_type": "password",
+        "username": "$response.body#/email",
+        "password": "$request.body#/password",
+    },
+}
+_SESSION_LINKS = {
+    "Refresh": {
+        "operationRef": _TOKEN_OPERATION,
+        "description": "Trade the refresh token for a new pair.",
+        "requestBody": {
+            "grant_type": "refresh_token",
+            "refresh_token": "$response.body#/refresh_token",
+        },
+    },
+    "SignOut": {
+        "operationRef": "#/paths/~1v1~1auth~1revoke/post",
+        "description": "Revoke the refresh token.",
+        "requestBody": {"token": "$response.body#/refresh_token"},
+    },
+}
+
+
 @router.post(
     "/register",
     status_code=201,
     response_model=UserPublic,
     responses={
+        201: {"links": {"SignIn": _SIGN_IN_LINK}},
         409: {"model": Problem, "description": "The e-mail address is taken."},
         **_THROTTLED,
     },
@@ -51,11 +81,30 @@ def _token_answer(result: TokenPair | Grant) -> JSONResponse:
     return JSONResponse(result.model_dump(), headers=_NO_STORE)
 
 
+def _form_requires(**properties: dict[str, Any]) -> dict[str, Any]:
+    """openapi_extra that documents form fields as required.
+
+    The handler reads them as optional so that a missing one gets the OAuth
+    error answer (400 invalid_request), not the generic 422 problem.
+    """
+    schema = {"required": list(properties), "properties": properties}
+    return {"requestBody": {"required": True, "content": {_FORM: {"schema": schema}}}}
+
+
+_FORM = "application/x-www-form-urlencoded"
+_GRANT_TYPES = ["password", "refresh_token"]
+
+
 @router.post(
     "/token",
     response_model=TokenPair,
-    responses={400: {"model": OAuthError, "description": "RFC 6749 §5.2 error."}, **_THROTTLED},
+    responses={
+        200: {"links": _SESSION_LINKS},
+        400: {"model": OAuthError, "description": "RFC 6749 §5.2 error."},
+        **_THROTTLED,
+    },
     summary="OAuth 2.0 token endpoint (password and refresh_token grants)",
+    openapi_extra=_form_requires(grant_type={"type": "string", "enum": _GRANT_TYPES}),
 )
 async def token(
     request: Request,
@@ -85,8 +134,13 @@ async def token(
 
 @router.post(
     "/revoke",
-    responses={400: {"model": OAuthError, "description": "No token was given."}},
+    response_class=Response,
+    responses={
+        200: {"description": "Revoked, or it was not a valid token (RFC 7009 §2.2)."},
+        400: {"model": OAuthError, "description": "No token was given."},
+    },
     summary="RFC 7009 revocation of a refresh token (sign out)",
+    openapi_extra=_form_requires(token={"type": "string", "minLength": 1}),
 )
 async def revoke(
     session: SessionDep,

@@ -19,9 +19,9 @@ from taskstack.auth import refresh_tokens
 from taskstack.auth.config import AuthSettings
 from taskstack.auth.keys import SigningKeys
 from taskstack.auth.metrics import LOGINS, REFRESH_TOKEN_REUSE, REGISTRATIONS, TOKENS_ISSUED
-from taskstack.auth.models import Registration, TokenPair, User
+from taskstack.auth.models import MAX_EMAIL_LENGTH, Registration, TokenPair, User
 from taskstack.auth.passwords import PasswordHasher, password_problem
-from taskstack.auth.throttle import Throttle
+from taskstack.auth.throttle import Throttle, storable_text
 from taskstack.common.errors import BadRequest, Conflict, TooManyRequests, UnprocessableContent
 
 logger = logging.getLogger(__name__)
@@ -177,5 +177,7 @@ def _normalize_login(email: str) -> str:
 
 
 async def find_user_by_email(session: AsyncSession, email: str) -> User | None:
+    if len(email) > MAX_EMAIL_LENGTH or not storable_text(email):
+        return None  # no account has such an address, and PostgreSQL could not compare it
     statement = select(User).where(func.lower(User.email) == email.lower())
     return (await session.exec(statement)).first()

@@ -6,6 +6,7 @@ from a base delay up to a cap: an attacker slows to a crawl, while a victim
 whose account is being attacked is never locked out for longer than the cap.
 """
 
+import hashlib
 import math
 import random
 from dataclasses import dataclass
@@ -51,13 +52,33 @@ _PURGE = text(
 PURGE_PROBABILITY = 0.02
 
 
+# The key column holds 300 characters of PostgreSQL text, which cannot hold
+# NUL. A value that would not fit (only a made-up login name can be one) is
+# counted under its digest instead.
+_MAX_PLAIN_VALUE = 250
+
+
 @dataclass(frozen=True)
 class Policy:
     prefix: str
     limit: int
 
     def key(self, value: str) -> str:
+        if len(value) > _MAX_PLAIN_VALUE or not storable_text(value):
+            encoded = value.encode("utf-8", "surrogatepass")
+            value = "sha256:" + hashlib.sha256(encoded).hexdigest()
         return f"{self.prefix}:{value}"
+
+
+def storable_text(value: str) -> bool:
+    """Whether PostgreSQL can store ``value``: no NUL, no unpaired surrogate."""
+    if "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class Throttle:

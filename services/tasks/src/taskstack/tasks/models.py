@@ -95,17 +95,27 @@ class TaskCreate(BaseModel):
     tags: Tags = Field(default_factory=list)
 
 
+def _not_nullable(schema: dict[str, Any]) -> None:
+    """Document a field that may be absent from a patch but never null."""
+    variants = [v for v in schema.pop("anyOf") if v != {"type": "null"}]
+    (variant,) = variants
+    schema.update(variant)
+
+
+_PRESENT_NOT_NULL = Field(default=None, json_schema_extra=_not_nullable)
+
+
 class TaskPatch(BaseModel):
     """A JSON merge patch (RFC 7396): absent fields stay, ``null`` clears an optional one."""
 
     model_config = ConfigDict(extra="forbid")
 
-    title: Title | None = None
+    title: Title | None = _PRESENT_NOT_NULL
     description: Description | None = None
-    completed: StrictBool | None = None
-    priority: Priority | None = None
+    completed: StrictBool | None = _PRESENT_NOT_NULL
+    priority: Priority | None = _PRESENT_NOT_NULL
     due_at: AwareDatetime | None = None
-    tags: Tags | None = None
+    tags: Tags | None = _PRESENT_NOT_NULL
 
     @field_validator(*_NON_NULLABLE, mode="before")
     @classmethod

@@ -100,7 +100,13 @@ async def list_my_tasks(
     summary="Delete the caller's completed tasks",
 )
 async def delete_completed_tasks(
-    completed: Annotated[bool, Query(description="Must be true: removes completed tasks.")],
+    completed: Annotated[
+        bool,
+        Query(
+            description="Must be true: removes completed tasks.",
+            json_schema_extra={"enum": [True]},
+        ),
+    ],
     owner: OwnerId,
     connection: Connection,
 ) -> DeletedCount:

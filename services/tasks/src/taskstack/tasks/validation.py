@@ -12,6 +12,16 @@ from pydantic import AfterValidator, BeforeValidator, Field, StringConstraints
 
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
+# The same rules, said in the JSON Schema (ECMA-262 regular expressions), so
+# that a client generating values from the OpenAPI document knows them: no NUL
+# and, where whitespace is stripped, something left after stripping. pydantic
+# strips the characters of Unicode's White_Space property.
+_WHITE_SPACE = r"\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+NO_NUL_PATTERN = r"^[^\x00]*$"
+NOT_BLANK_PATTERN = rf"^[^\x00]*[^\x00{_WHITE_SPACE}][^\x00]*$"
+_NO_NUL = Field(json_schema_extra={"pattern": NO_NUL_PATTERN})
+_NOT_BLANK = Field(json_schema_extra={"pattern": NOT_BLANK_PATTERN})
+
 
 def _storable(value: str) -> str:
     if _UNSTORABLE.search(value):
@@ -45,19 +55,22 @@ Title = Annotated[
     str,
     StringConstraints(strict=True, strip_whitespace=True, min_length=1, max_length=200),
     AfterValidator(_storable),
+    _NOT_BLANK,
 ]
 Description = Annotated[
-    str, StringConstraints(strict=True, max_length=10_000), AfterValidator(_storable)
+    str, StringConstraints(strict=True, max_length=10_000), AfterValidator(_storable), _NO_NUL
 ]
 Tag = Annotated[
     str,
     StringConstraints(strict=True, strip_whitespace=True, min_length=1, max_length=32),
     AfterValidator(_storable),
+    _NOT_BLANK,
 ]
 SearchText = Annotated[
     str,
     StringConstraints(strict=True, strip_whitespace=True, min_length=1, max_length=200),
     AfterValidator(_storable),
+    _NOT_BLANK,
 ]
 AwareDatetime = Annotated[
     datetime,
@@ -74,4 +87,8 @@ def _distinct(tags: list[str]) -> list[str]:
     return tags
 
 
-Tags = Annotated[list[Tag], Field(max_length=MAX_TAGS), AfterValidator(_distinct)]
+Tags = Annotated[
+    list[Tag],
+    Field(max_length=MAX_TAGS, json_schema_extra={"uniqueItems": True}),
+    AfterValidator(_distinct),
+]
