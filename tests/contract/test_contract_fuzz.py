@@ -15,7 +15,6 @@ from typing import Any
 
 import schemathesis
 from email_validator import SPECIAL_USE_DOMAIN_NAMES
-from schemathesis.checks import CHECKS
 from schemathesis.specs.openapi.formats import get_default_format_strategies
 
 from tests.contract.conftest import Reliability, signed_up
@@ -167,7 +166,7 @@ def report(reliability: Reliability, service: str, result: FuzzResult) -> None:
         9,
         "API contract fuzzing (schemathesis)",
         f"{service}: {len(result.operations)} operations, {result.cases} cases ({phases}), "
-        f"{len(CHECKS.get_all_names())} checks, seed {SEED}, "
+        f"{len(result.checks)} checks, seed {SEED}, "
         f"{len(result.failures)} failures, {len(result.errors)} errors; "
         f"exclusions: {exclusions}",
     )
