@@ -9,20 +9,18 @@ import pytest
 from sqlalchemy.engine import URL
 
 from taskstack.auth.keys import generate_signing_key
-from taskstack.auth.main import create_app as create_auth_app
-from taskstack.tasks.config import TasksSettings
-from taskstack.tasks.main import create_app as create_tasks_app
-from tests.support.auth import STRONG_PASSWORD, auth_settings, login, register
-from tests.support.servers import serve
+from tests.support.auth import STRONG_PASSWORD, login, register
+from tests.support.processes import service_process
 
 # Fuzzing fails thousands of logins and registers hundreds of accounts from one
 # address in minutes: the throttle would turn most answers into 429s and hide
 # what the handlers do. Its behaviour has tests of its own (tests/auth/test_throttle.py).
 UNTHROTTLED = {
-    "auth_login_failures_per_account": 1_000_000,
-    "auth_login_failures_per_ip": 1_000_000,
-    "auth_registrations_per_ip": 1_000_000,
+    "AUTH_LOGIN_FAILURES_PER_ACCOUNT": "1000000",
+    "AUTH_LOGIN_FAILURES_PER_IP": "1000000",
+    "AUTH_REGISTRATIONS_PER_IP": "1000000",
 }
+QUIET = {"ACCESS_LOG": "false", "LOG_LEVEL": "WARNING"}
 
 
 def record_reliability(item: int, title: str, figure: str) -> None:
@@ -58,25 +56,30 @@ def signing_keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return directory
 
 
+# Each service is its own uvicorn process, as in production: the fuzzer, auth and
+# tasks then run on separate cores instead of sharing one interpreter lock.
 @pytest.fixture(scope="module")
 def auth_url(migrated_database: URL, signing_keys: Path) -> Iterator[str]:
-    settings = auth_settings(migrated_database, signing_keys, log_level="WARNING", **UNTHROTTLED)
-    with serve(create_auth_app(settings)) as base_url:
-        yield base_url
+    env = {
+        "DATABASE_URL": migrated_database.render_as_string(hide_password=False),
+        "AUTH_SIGNING_KEYS_DIR": str(signing_keys),
+        "AUTH_BCRYPT_COST": "4",
+        **QUIET,
+        **UNTHROTTLED,
+    }
+    with service_process("taskstack.auth.main:create_app", env) as auth:
+        yield auth.base_url
 
 
 @pytest.fixture(scope="module")
 def tasks_url(migrated_database: URL, auth_url: str) -> Iterator[str]:
-    settings = TasksSettings.model_validate(
-        {
-            "database_url": migrated_database.render_as_string(hide_password=False),
-            "jwks_url": f"{auth_url}/.well-known/jwks.json",
-            "access_log": False,
-            "log_level": "WARNING",
-        }
-    )
-    with serve(create_tasks_app(settings)) as base_url:
-        yield base_url
+    env = {
+        "DATABASE_URL": migrated_database.render_as_string(hide_password=False),
+        "JWKS_URL": f"{auth_url}/.well-known/jwks.json",
+        **QUIET,
+    }
+    with service_process("taskstack.tasks.main:create_app", env, ready_path="/readyz") as tasks:
+        yield tasks.base_url
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import schemathesis
+from schemathesis.checks import CHECKS, load_all_checks
 from schemathesis.config import SchemathesisConfig
 from schemathesis.core.result import Ok
 from schemathesis.engine import events, from_schema
@@ -15,6 +16,7 @@ from schemathesis.engine.statistic import Statistic
 @dataclass
 class FuzzResult:
     operations: list[str]
+    checks: list[str]
     cases_by_phase: Counter[str] = field(default_factory=Counter)
     failures: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -29,7 +31,8 @@ def fuzz(schema_url: str, config: dict[str, Any]) -> FuzzResult:
     operations = sorted(
         result.ok().label for result in schema.get_all_operations() if isinstance(result, Ok)
     )
-    result = FuzzResult(operations)
+    load_all_checks()  # every built-in check is enabled unless the config says otherwise
+    result = FuzzResult(operations, CHECKS.get_all_names())
     statistic = Statistic()
     for event in from_schema(schema).execute():
         if isinstance(event, events.ScenarioFinished) and event.is_test_scenario:

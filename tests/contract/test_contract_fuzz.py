@@ -166,6 +166,7 @@ def report(reliability: Reliability, service: str, result: FuzzResult) -> None:
         9,
         "API contract fuzzing (schemathesis)",
         f"{service}: {len(result.operations)} operations, {result.cases} cases ({phases}), "
+        f"{len(result.checks)} checks, seed {SEED}, "
         f"{len(result.failures)} failures, {len(result.errors)} errors; "
         f"exclusions: {exclusions}",
     )

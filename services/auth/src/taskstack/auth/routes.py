@@ -81,6 +81,10 @@ def _token_answer(result: TokenPair | Grant) -> JSONResponse:
     return JSONResponse(result.model_dump(), headers=_NO_STORE)
 
 
+_FORM = "application/x-www-form-urlencoded"
+_GRANT_TYPES = ["password", "refresh_token"]
+
+
 def _form_requires(**properties: dict[str, Any]) -> dict[str, Any]:
     """openapi_extra that documents form fields as required.
 
@@ -89,10 +93,6 @@ def _form_requires(**properties: dict[str, Any]) -> dict[str, Any]:
     """
     schema = {"required": list(properties), "properties": properties}
     return {"requestBody": {"required": True, "content": {_FORM: {"schema": schema}}}}
-
-
-_FORM = "application/x-www-form-urlencoded"
-_GRANT_TYPES = ["password", "refresh_token"]
 
 
 @router.post(
