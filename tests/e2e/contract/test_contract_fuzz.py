@@ -17,8 +17,8 @@ import schemathesis
 from email_validator import SPECIAL_USE_DOMAIN_NAMES
 from schemathesis.specs.openapi.formats import get_default_format_strategies
 
-from tests.contract.conftest import Reliability, signed_up
-from tests.contract.fuzzing import FuzzResult, fuzz
+from tests.e2e.contract.conftest import Reliability, signed_up
+from tests.e2e.contract.fuzzing import FuzzResult, fuzz
 
 # Cases per operation and phase; FUZZ_EXAMPLES raises it for a deeper local run.
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "200"))

@@ -4,7 +4,7 @@ from typing import Any
 
 from fastapi import FastAPI, Query
 
-from tests.contract.fuzzing import fuzz
+from tests.e2e.contract.fuzzing import fuzz
 from tests.support.servers import serve
 
 
