@@ -107,13 +107,13 @@ async def _scenario(
         httpx.AsyncClient(base_url=stack.gateway, timeout=30, limits=limits) as client,
         httpx.AsyncClient(base_url=dying.base_url, timeout=30) as direct,
     ):
-        origin = time.monotonic()
+        slow_origin = time.monotonic()
         # Straight to replica 0, so it is the one holding the request at SIGTERM.
         slow = asyncio.create_task(
             timed(
                 direct,
                 "slow",
-                origin,
+                slow_origin,
                 direct.patch(
                     f"/v1/tasks/{slow_task}", json={"title": SLOW_TITLE}, headers=user.headers
                 ),
@@ -131,6 +131,7 @@ async def _scenario(
         shutdown.returncode = await asyncio.to_thread(dying.process.wait, GRACEFUL_SHUTDOWN + 5)
         shutdown.exited = time.monotonic() - origin
         shutdown.slow = await slow
+        shutdown.slow.started -= origin - slow_origin  # on the traffic's clock, as the rest
         return await load
 
 
