@@ -5,6 +5,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL
 
 from taskstack.common.db import is_transient
@@ -70,6 +71,28 @@ def test_connection_lost_during_commit_is_a_503_and_never_replayed(
     assert count_notes(clean_demo_database) == 0  # the trigger aborted this COMMIT
     # The pool dropped the dead connection: the next request works.
     assert demo.post("/v1/demo/notes", json={"text": "after"}).status_code == 201
+
+
+def test_pooled_connections_the_server_ended_are_replaced_before_use(
+    demo: httpx.Client, faults: Faults, clean_demo_database: URL
+) -> None:
+    # As after a database restart: every idle pooled connection is dead. The
+    # pool's pre-ping finds that out on checkout, so no request sees it.
+    assert demo.post("/v1/demo/notes", json={"text": "before"}).status_code == 201
+    engine = create_engine(clean_demo_database)
+    with engine.connect() as conn:
+        ended = conn.execute(
+            text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND application_name = 'taskstack-demo'"
+            )
+        ).scalar_one()
+    engine.dispose()
+    assert ended >= 1
+    faults.attempts = 0
+    assert demo.post("/v1/demo/notes", json={"text": "after"}).status_code == 201
+    assert faults.attempts == 1  # served on the first try, not by a retry
+    assert count_notes(clean_demo_database) == 2
 
 
 def test_full_pool_answers_503_within_the_acquire_timeout(clean_demo_database: URL) -> None:
