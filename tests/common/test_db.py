@@ -127,5 +127,29 @@ def test_database_outage_answers_fast_503_then_recovers(clean_demo_database: URL
     assert count_notes(clean_demo_database) == 2
 
 
+def test_a_database_that_stops_answering_gives_503_within_the_connect_timeout(
+    clean_demo_database: URL,
+) -> None:
+    # A hung server or a half-open connection: bytes go out, nothing comes back,
+    # and nothing tells the client. Getting a connection (pre-ping or connect)
+    # must give up on its own.
+    with tcp_proxy(clean_demo_database) as proxy:
+        app, _ = demo_app(proxy.url, database_pool_timeout=1, database_connect_timeout=1)
+        with serve(app) as base_url, httpx.Client(base_url=base_url, timeout=40) as client:
+            assert client.post("/v1/demo/notes", json={"text": "before"}).status_code == 201
+            proxy.freeze()
+            for attempt in ("pooled connection", "new connection"):
+                started = time.monotonic()
+                response = client.post("/v1/demo/notes", json={"text": "frozen"})
+                waited = time.monotonic() - started
+                assert response.status_code == 503, attempt
+                assert response.headers["content-type"] == "application/problem+json"
+                assert response.headers["retry-after"] == "1"
+                assert waited < 2.0, attempt
+            proxy.thaw()
+            assert client.post("/v1/demo/notes", json={"text": "after"}).status_code == 201
+    assert count_notes(clean_demo_database) == 2
+
+
 def test_only_transient_database_errors_are_retried() -> None:
     assert not is_transient(ValueError("not a database error"))
