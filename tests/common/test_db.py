@@ -5,6 +5,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL
 
 from taskstack.common.db import is_transient
@@ -72,6 +73,28 @@ def test_connection_lost_during_commit_is_a_503_and_never_replayed(
     assert demo.post("/v1/demo/notes", json={"text": "after"}).status_code == 201
 
 
+def test_pooled_connections_the_server_ended_are_replaced_before_use(
+    demo: httpx.Client, faults: Faults, clean_demo_database: URL
+) -> None:
+    # As after a database restart: every idle pooled connection is dead. The
+    # pool's pre-ping finds that out on checkout, so no request sees it.
+    assert demo.post("/v1/demo/notes", json={"text": "before"}).status_code == 201
+    engine = create_engine(clean_demo_database)
+    with engine.connect() as conn:
+        ended = conn.execute(
+            text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND application_name = 'taskstack-demo'"
+            )
+        ).scalar_one()
+    engine.dispose()
+    assert ended >= 1
+    faults.attempts = 0
+    assert demo.post("/v1/demo/notes", json={"text": "after"}).status_code == 201
+    assert faults.attempts == 1  # served on the first try, not by a retry
+    assert count_notes(clean_demo_database) == 2
+
+
 def test_full_pool_answers_503_within_the_acquire_timeout(clean_demo_database: URL) -> None:
     app, _ = demo_app(clean_demo_database, database_pool_size=1, database_pool_timeout=0.5)
     with serve(app) as base_url, ThreadPoolExecutor(2) as pool:
@@ -100,6 +123,30 @@ def test_database_outage_answers_fast_503_then_recovers(clean_demo_database: URL
             assert time.monotonic() - started < 2.5
             assert client.get("/livez").status_code == 200
             proxy.restore()
+            assert client.post("/v1/demo/notes", json={"text": "after"}).status_code == 201
+    assert count_notes(clean_demo_database) == 2
+
+
+def test_a_database_that_stops_answering_gives_503_within_the_connect_timeout(
+    clean_demo_database: URL,
+) -> None:
+    # A hung server or a half-open connection: bytes go out, nothing comes back,
+    # and nothing tells the client. Getting a connection (pre-ping or connect)
+    # must give up on its own.
+    with tcp_proxy(clean_demo_database) as proxy:
+        app, _ = demo_app(proxy.url, database_pool_timeout=1, database_connect_timeout=1)
+        with serve(app) as base_url, httpx.Client(base_url=base_url, timeout=40) as client:
+            assert client.post("/v1/demo/notes", json={"text": "before"}).status_code == 201
+            proxy.freeze()
+            for attempt in ("pooled connection", "new connection"):
+                started = time.monotonic()
+                response = client.post("/v1/demo/notes", json={"text": "frozen"})
+                waited = time.monotonic() - started
+                assert response.status_code == 503, attempt
+                assert response.headers["content-type"] == "application/problem+json"
+                assert response.headers["retry-after"] == "1"
+                assert waited < 2.0, attempt
+            proxy.thaw()
             assert client.post("/v1/demo/notes", json={"text": "after"}).status_code == 201
     assert count_notes(clean_demo_database) == 2
 

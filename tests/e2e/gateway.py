@@ -58,12 +58,15 @@ def nginx_config(
     }}"""
         for name, addresses in upstreams.items()
     )
+    # An Ingress "Prefix" path matches whole segments: /v1/auth and /v1/auth/...,
+    # never /v1/authx.
     locations = "\n".join(
         f"""
-        location {prefix} {{
+        location {match} {{
             proxy_pass http://{service};
         }}"""
         for prefix, service in routes.items()
+        for match in (f"= {prefix}", f"{prefix}/")
     )
     d = directory
     return f"""

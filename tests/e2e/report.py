@@ -5,10 +5,12 @@ prints the report at the end of the run and writes it to
 ``RELIABILITY_REPORT`` (default ``<rootdir>/.reports/reliability-report.json``).
 """
 
+import contextlib
 import datetime
 import json
 import os
 import platform
+import shlex
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,10 +61,11 @@ class Reliability:
             lines.append(f"{item:>2}. {figures[0].title}: {mark}{text}")
         return lines
 
-    def document(self) -> dict[str, Any]:
+    def document(self, command: str) -> dict[str, Any]:
         return {
             "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "machine": machine(),
+            "command": command,
             "items": [asdict(figure) for figure in sorted(self.figures, key=lambda f: f.item)],
             "lines": self.lines(),
         }
@@ -71,8 +74,16 @@ class Reliability:
 def machine() -> str:
     return (
         f"{platform.node()}: {platform.system()} {platform.release()}, "
-        f"{os.cpu_count()} CPUs, Python {platform.python_version()}"
+        f"{os.cpu_count()} CPUs ({cpu_model()}), Python {platform.python_version()}"
     )
+
+
+def cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return " ".join(line.split(":", 1)[1].split())
+    return platform.processor() or platform.machine()
 
 
 RELIABILITY = pytest.StashKey[Reliability]()
@@ -95,8 +106,9 @@ def write_report(config: pytest.Config, terminal: Any) -> None:
     if not reliability.figures:
         return
     terminal.section("Reliability report")
-    document = reliability.document()
-    terminal.write_line(f"{document['date']} on {document['machine']}")
+    command = shlex.join(["uv", "run", "pytest", *config.invocation_params.args])
+    document = reliability.document(command)
+    terminal.write_line(f"{document['date']} on {document['machine']}; {command}")
     for line in document["lines"]:
         terminal.write_line(line)
     path = report_path(config)

@@ -67,3 +67,20 @@ def test_one_request_chain_crosses_both_services_under_one_trace(
         "End-to-end journey",
         f"a tasks request and the JWKS fetch it caused in auth share trace {trace.trace_id[:8]}…",
     )
+
+
+def test_the_gateway_routes_like_the_ingress(stack: Stack) -> None:
+    client = stack.client()
+    routed = {
+        path: client.get(path)
+        for path in ("/.well-known/jwks.json", "/v1/auth/openapi.json", "/v1/tasks/openapi.json")
+    }
+    assert {path: r.status_code for path, r in routed.items()} == dict.fromkeys(routed, 200)
+    assert all("x-request-id" in r.headers for r in routed.values()), "a service answered"
+    # Health, metrics and anything outside the public prefixes stay inside the cluster.
+    unrouted = {
+        path: client.get(path)
+        for path in ("/livez", "/readyz", "/metrics", "/v1/authx", "/v1/tasksx/1", "/")
+    }
+    assert {path: r.status_code for path, r in unrouted.items()} == dict.fromkeys(unrouted, 404)
+    assert not any("x-request-id" in r.headers for r in unrouted.values()), "nginx answered"

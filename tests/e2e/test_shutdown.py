@@ -38,8 +38,9 @@ DURATION = 8.0
 SIGTERM_AT = 2.0
 RELEASE_AFTER = 3.0  # the slow request stays in flight this long after SIGTERM
 GRACEFUL_SHUTDOWN = 10.0  # uvicorn --timeout-graceful-shutdown of the test replicas
-# uvicorn acts on a signal at its next tick (0.1 s); nginx may still be connecting.
-SETTLE = 0.5
+# uvicorn acts on a signal at its next tick (0.1 s, longer on a busy machine);
+# until then replica 0 still accepts, and serves, new requests.
+SETTLE = 1.0
 SLOW_TITLE = "finished after SIGTERM"
 
 
@@ -107,13 +108,13 @@ async def _scenario(
         httpx.AsyncClient(base_url=stack.gateway, timeout=30, limits=limits) as client,
         httpx.AsyncClient(base_url=dying.base_url, timeout=30) as direct,
     ):
-        origin = time.monotonic()
+        slow_origin = time.monotonic()
         # Straight to replica 0, so it is the one holding the request at SIGTERM.
         slow = asyncio.create_task(
             timed(
                 direct,
                 "slow",
-                origin,
+                slow_origin,
                 direct.patch(
                     f"/v1/tasks/{slow_task}", json={"title": SLOW_TITLE}, headers=user.headers
                 ),
@@ -131,6 +132,7 @@ async def _scenario(
         shutdown.returncode = await asyncio.to_thread(dying.process.wait, GRACEFUL_SHUTDOWN + 5)
         shutdown.exited = time.monotonic() - origin
         shutdown.slow = await slow
+        shutdown.slow.started -= origin - slow_origin  # on the traffic's clock, as the rest
         return await load
 
 

@@ -151,10 +151,11 @@ def _pool_gauge(replica_url: str, name: str) -> float:
     raise AssertionError(f"{name} not in {replica_url}/metrics")
 
 
-def _p99_by_window(outcomes: list[Outcome]) -> list[float]:
+def _by_window(outcomes: list[Outcome], q: float) -> list[float]:
+    """The ``q``-th percentile latency of the requests started in each window."""
     windows = round(SOAK_SECONDS / WINDOW)
     return [
-        percentile([o.elapsed for o in outcomes if k * WINDOW <= o.started < (k + 1) * WINDOW], 99)
+        percentile([o.elapsed for o in outcomes if k * WINDOW <= o.started < (k + 1) * WINDOW], q)
         for k in range(windows)
     ]
 
@@ -175,7 +176,10 @@ def test_soak_mixed_traffic_stays_error_free_fast_and_flat(
         user = new_user(client, f"soak{n}")
         clients.append(Client(user, create_tasks(client, user, [f"s{n}-{k}" for k in range(5)])))
 
+    load_before = os.getloadavg()[0]
     outcomes, samples = asyncio.run(_soak(stack, clients))
+    # Other work on the machine shows in tail latency: the figure says how busy it was.
+    load_after = os.getloadavg()[0]
     replicas = {"auth": stack.auth, "tasks": stack.tasks}
     # A connection a request never gave back stays checked out once traffic stops.
     checked_out = sum(
@@ -192,7 +196,7 @@ def test_soak_mixed_traffic_stays_error_free_fast_and_flat(
     )[0][0]
 
     errors = [o for o in outcomes if o.status != EXPECTED[o.kind]]
-    p99 = _p99_by_window(outcomes)
+    p50, p99 = _by_window(outcomes, 50), _by_window(outcomes, 99)
     warm = samples[1]  # the end of the first window
     growth = {name: samples[-1].rss[name] - warm.rss[name] for name in warm.rss}
     connections_seen = {
@@ -204,8 +208,10 @@ def test_soak_mixed_traffic_stays_error_free_fast_and_flat(
         10,
         "Soak",
         f"{len(outcomes)} requests in {SOAK_SECONDS:g} s ({len(outcomes) / SOAK_SECONDS:.1f}/s, "
-        f"{USERS} users), {len(errors)} errors; p99 per {WINDOW:g} s "
-        f"[{', '.join(ms(value) for value in p99)}]; RSS growth after warm-up "
+        f"{USERS} users), {len(errors)} errors; p50/p99 per {WINDOW:g} s "
+        f"[{', '.join(f'{ms(a)}/{ms(b)}' for a, b in zip(p50, p99, strict=True))}] "
+        f"(load average {load_before:.1f} before, {load_after:.1f} after); "
+        f"RSS growth after warm-up "
         f"{', '.join(f'{name} {growth[name] / mib:+.1f} MiB' for name in sorted(growth))} "
         f"(bound {RSS_GROWTH_BOUND // mib} MiB); DB connections per sample "
         f"{', '.join(f'{s} {v} (pool limit {ceiling[s]:g})' for s, v in connections_seen.items())}"

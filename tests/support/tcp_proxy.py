@@ -13,7 +13,9 @@ from sqlalchemy.engine import URL
 
 class TcpProxy:
     """Forwards 127.0.0.1:<port> to the server of ``upstream``; ``cut()`` drops every
-    connection and refuses new ones until ``restore()``."""
+    connection and refuses new ones until ``restore()``; ``freeze()`` keeps every
+    connection open but forwards nothing (a hung server, a half-open connection)
+    until ``thaw()``."""
 
     def __init__(self, upstream: URL) -> None:
         self._upstream = upstream
@@ -21,6 +23,8 @@ class TcpProxy:
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._flowing = asyncio.Event()
+        self._flowing.set()
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port: int = probe.getsockname()[1]
@@ -39,6 +43,12 @@ class TcpProxy:
 
     def restore(self) -> None:
         self._call(self._listen())
+
+    def freeze(self) -> None:
+        self._loop.call_soon_threadsafe(self._flowing.clear)
+
+    def thaw(self) -> None:
+        self._loop.call_soon_threadsafe(self._flowing.set)
 
     def stop(self) -> None:
         self._call(self._cut())
@@ -70,19 +80,27 @@ class TcpProxy:
         return await asyncio.open_connection(self._upstream.host, self._upstream.port or 5432)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
+        await self._flowing.wait()
         try:
             up_reader, up_writer = await self._open_upstream()
         except OSError:
+            self._writers.discard(writer)
             writer.transport.abort()
             return
         self._writers |= {writer, up_writer}
-        await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+        await asyncio.gather(
+            _pipe(reader, up_writer, self._flowing), _pipe(up_reader, writer, self._flowing)
+        )
         self._writers -= {writer, up_writer}
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _pipe(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, flowing: asyncio.Event
+) -> None:
     try:
         while data := await reader.read(65536):
+            await flowing.wait()
             writer.write(data)
             await writer.drain()
     except OSError:

@@ -82,6 +82,7 @@ class Database:
         self._max_connections = settings.database_pool_size + settings.database_max_overflow
         self._slots = asyncio.Semaphore(self._max_connections)
         self._acquire_timeout = settings.database_pool_timeout
+        self._connect_timeout = settings.database_connect_timeout
         self._startup_timeout = settings.database_startup_timeout
         self.readiness_timeout = settings.readiness_timeout
         self._wait = DB_POOL_WAIT.labels(service)
@@ -116,6 +117,7 @@ class Database:
             self._wait.observe(time.perf_counter() - started)
         try:
             async with AsyncSession(self.engine, expire_on_commit=False) as session:
+                await self._connect(session)
                 try:
                     yield session
                 except BaseException:
@@ -133,6 +135,25 @@ class Database:
                     raise
         finally:
             self._slots.release()
+
+    async def _connect(self, session: AsyncSession) -> None:
+        """Give the session its connection (pre-ping, or a new connect) within the connect
+        timeout: a database that takes bytes and never answers (a hung server, a
+        half-open connection) would otherwise hold the request, and a pool slot, forever.
+        """
+        checkout = asyncio.ensure_future(session.connection())
+        try:
+            done, _ = await asyncio.wait({checkout}, timeout=self._connect_timeout)
+            if not done:
+                await _abandon(checkout)
+        except BaseException:
+            await _abandon(checkout)
+            raise
+        if not done:
+            if not checkout.cancelled():
+                checkout.exception()  # the caller hears of the timeout instead
+            raise ServiceUnavailable("The database did not answer in time.")
+        checkout.result()
 
     async def ping(self) -> bool:
         """Whether the database answers a trivial query within the readiness timeout."""
@@ -168,6 +189,19 @@ class Database:
     async def dispose(self) -> None:
         await self.engine.dispose()
         await self._probe_engine.dispose()
+
+
+async def _abandon(task: asyncio.Future[Any]) -> None:
+    """Cancel a database call and wait until it has let go of its connection.
+
+    psycopg meets a cancellation by asking the server to cancel the query, and
+    waits up to 10 s for that; a second cancellation makes it close the
+    connection at once (and the pool then drops it).
+    """
+    for _ in range(2):
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.1)
+    await asyncio.wait({task})
 
 
 async def _request_session(request: Request) -> AsyncIterator[AsyncSession]:
