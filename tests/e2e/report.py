@@ -11,6 +11,7 @@ import json
 import os
 import platform
 import shlex
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ class Figure:
     figure: str
     test: str  # the node id of the test that recorded it
     outcome: str = "passed"
+    notes: list[str] = field(default_factory=list)  # printed under the item's line
 
 
 @dataclass
@@ -34,11 +36,11 @@ class Reliability:
     figures: list[Figure] = field(default_factory=list)
     outcomes: dict[str, str] = field(default_factory=dict)  # node id → outcome so far
 
-    def record(self, item: int, title: str, figure: str) -> None:
+    def record(self, item: int, title: str, figure: str, *, notes: Sequence[str] = ()) -> None:
         """Record the figure of issue item ``item``; the test's outcome is added when it ends."""
         # pytest keeps "<node id> (<phase>)" here while a test runs.
         current = os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" ", 1)[0]
-        self.figures.append(Figure(item, title, figure, current))
+        self.figures.append(Figure(item, title, figure, current, notes=list(notes)))
 
     def settle(self, test: str, outcome: str) -> None:
         """A phase of ``test`` ended with ``outcome``; one failed phase fails its figures."""
@@ -59,6 +61,7 @@ class Reliability:
             mark = "FAILED " if failed else ""
             text = "; ".join(f.figure for f in figures)
             lines.append(f"{item:>2}. {figures[0].title}: {mark}{text}")
+            lines.extend(f"      {note}" for f in figures for note in f.notes)
         return lines
 
     def document(self, command: str) -> dict[str, Any]:

@@ -23,32 +23,6 @@ UNTHROTTLED = {
 QUIET = {"ACCESS_LOG": "false", "LOG_LEVEL": "WARNING"}
 
 
-def record_reliability(item: int, title: str, figure: str) -> None:
-    """One line of the reliability report: the issue's item, its title and the measured figure."""
-    print(f"\nreliability item {item} ({title}): {figure}", flush=True)
-
-
-class Reliability:
-    """Prints report lines past pytest's output capture, so a passing run shows them too."""
-
-    def __init__(self, capsys: pytest.CaptureFixture[str]):
-        self._capsys = capsys
-
-    def record(self, item: int, title: str, figure: str) -> None:
-        with self._capsys.disabled():
-            record_reliability(item, title, figure)
-
-    def note(self, text: str) -> None:
-        """Detail printed under the figure (what it excludes, and why)."""
-        with self._capsys.disabled():
-            print(text, flush=True)
-
-
-@pytest.fixture
-def reliability(capsys: pytest.CaptureFixture[str]) -> Reliability:
-    return Reliability(capsys)
-
-
 @pytest.fixture(scope="module")
 def signing_keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("contract-signing-keys")

@@ -17,8 +17,9 @@ import schemathesis
 from email_validator import SPECIAL_USE_DOMAIN_NAMES
 from schemathesis.specs.openapi.formats import get_default_format_strategies
 
-from tests.e2e.contract.conftest import Reliability, signed_up
+from tests.e2e.contract.conftest import signed_up
 from tests.e2e.contract.fuzzing import FuzzResult, fuzz
+from tests.e2e.report import Reliability
 
 # Cases per operation and phase; FUZZ_EXAMPLES raises it for a deeper local run.
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "200"))
@@ -169,9 +170,7 @@ def report(reliability: Reliability, service: str, result: FuzzResult) -> None:
         f"{len(result.checks)} checks, seed {SEED}, "
         f"{len(result.failures)} failures, {len(result.errors)} errors; "
         f"exclusions: {exclusions}",
-    )
-    reliability.note(
-        "\n".join([f"{service} exclusions:", *(f"  - {e}" for e in EXCLUSIONS[service])])
+        notes=[f"{service} exclusion: {e}" for e in EXCLUSIONS[service]],
     )
 
 
