@@ -1,0 +1,397 @@
+"""Runs the benchmark: databases, seeding, pinned servers, every scenario, the report."""
+
+import contextlib
+import os
+import platform
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import bcrypt
+import httpx
+import psycopg
+from sqlalchemy.engine import URL
+
+from taskstack.auth.keys import generate_signing_key
+from taskstack.dev.bench import workload, wrk
+from taskstack.dev.bench.database import libpq, postgres_server, scratch_database
+from taskstack.dev.bench.processes import Server, launch
+from taskstack.dev.bench.report import MB, Probe, Report, Scenario
+from taskstack.dev.bench.seed import DataSet, password_hash, seed
+from taskstack.dev.bench.workload import Tokens
+
+SCENARIOS = (
+    "livez", "list", "list-2k", "floor", "filtered", "deep", "get", "create", "patch", "login",
+    "storm",
+)  # fmt: skip
+SMALL_USERS, SMALL_TASKS = 20, 2000
+LOGIN_CONNECTIONS = 4
+STORM_SIDE_CONNECTIONS = 8  # JWKS and refresh, each, during the storm
+SHED = frozenset({429, 503})
+ISSUER = "http://taskstack-bench.invalid"
+AUDIENCE = "taskstack"
+PEPPER = "insecure-development-bench-pepper"
+CURSOR_SECRET = "insecure-development-bench-cursor-secret"
+LOG_LEVEL = "WARNING"
+TASKS_APP = "taskstack.tasks.main:create_app"
+
+
+class BenchFailed(Exception):
+    """A scenario saw an error answer or a socket error: the run does not count."""
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    database_url: URL | None
+    duration: int
+    warmup: int
+    connections: int
+    users: int
+    tasks: int
+    bcrypt_cost: int
+    only: tuple[str, ...]
+    output: Path
+
+
+def bench(options: BenchOptions) -> Report:
+    """Run every selected scenario; the report says what failed, if anything did."""
+    wrk.require_wrk()
+    report = Report(context=_context(options))
+    with contextlib.ExitStack() as stack:
+        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="taskstack-bench-")))
+        server = stack.enter_context(postgres_server(options.database_url))
+        main_db = stack.enter_context(scratch_database(server, "main"))
+        _say(f"seeding {options.users:,} users and {options.tasks:,} tasks")
+        started = time.monotonic()
+        hashed = password_hash(pepper=PEPPER, cost=options.bcrypt_cost)
+        data = seed(main_db, users=options.users, tasks=options.tasks, hashed=hashed)
+        report.context["seed_seconds"] = round(time.monotonic() - started, 1)
+        report.context["postgresql"] = _server_version(main_db)
+        report.hash_ms = _bcrypt_ms(hashed)
+        small_db = small = None
+        if "list-2k" in options.only:
+            small_db = stack.enter_context(scratch_database(server, "small"))
+            small = seed(small_db, users=SMALL_USERS, tasks=SMALL_TASKS, hashed=None)
+
+        keys = work / "keys"
+        generate_signing_key(keys, development=True)
+        env = _service_env(options, keys)
+        servers = _start_servers(stack, work, env, main_db, small_db, "floor" in options.only)
+        run = _Run(options, report, work, servers, Tokens(keys, issuer=ISSUER, audience=AUDIENCE))
+        try:
+            run.all(data, small, main_db)
+        except BenchFailed as exc:
+            report.failure = str(exc)
+        for name, process in servers.items():
+            report.rss_mb[name] = process.rss_bytes() / MB
+    return report
+
+
+def _start_servers(
+    stack: contextlib.ExitStack,
+    work: Path,
+    env: dict[str, str],
+    main_db: URL,
+    small_db: URL | None,
+    floor: bool,
+) -> dict[str, Server]:
+    """auth first (tasks loads its JWKS at start-up), then the others side by side."""
+
+    def start(name: str, factory: str, extra: dict[str, str]) -> Server:
+        server = launch(name, factory, {**env, **extra}, work)
+        stack.callback(server.stop)
+        return server
+
+    auth = start("auth", "taskstack.auth.main:create_app", _db(main_db))
+    auth.wait_ready()
+    env["JWKS_URL"] = f"{auth.url}/.well-known/jwks.json"
+    servers = {"auth": auth, "tasks": start("tasks", TASKS_APP, _db(main_db))}
+    if small_db is not None:
+        servers["tasks-2k"] = start("tasks-2k", TASKS_APP, _db(small_db))
+    if floor:
+        servers["floor"] = start(
+            "floor", "taskstack.dev.bench.floor:create_app", {"FLOOR_DATABASE_URL": libpq(main_db)}
+        )
+    for server in servers.values():
+        server.wait_ready()
+    return servers
+
+
+class _Run:
+    def __init__(
+        self,
+        options: BenchOptions,
+        report: Report,
+        work: Path,
+        servers: dict[str, Server],
+        tokens: Tokens,
+    ):
+        self.options = options
+        self.report = report
+        self.work = work
+        self.servers = servers
+        self.tokens = tokens
+
+    def all(self, data: DataSet, small: DataSet | None, database: URL) -> None:
+        only, tokens, conns = self.options.only, self.tokens, self.options.connections
+        if "livez" in only:
+            self.measure("livez", "GET /livez (tasks)", "tasks", workload.livez(), conns)
+        if "list" in only:
+            pages = workload.first_pages(data, tokens)
+            self.measure("list", "GET /v1/tasks first page", "tasks", pages, conns)
+        if small is not None:
+            pages = workload.first_pages(small, tokens)
+            self.measure("list-2k", "GET /v1/tasks, 2,000 tasks", "tasks-2k", pages, conns)
+        if "floor" in only:
+            pages = workload.floor_pages(data)
+            self.measure("floor", "raw ASGI + psycopg first page", "floor", pages, conns)
+        if "filtered" in only:
+            pages = workload.filtered_pages(data, tokens)
+            self.measure("filtered", "GET /v1/tasks?completed&tag", "tasks", pages, conns)
+        if "deep" in only:
+            secret = CURSOR_SECRET.encode()
+            pages = workload.deep_pages(database, data, tokens, secret)
+            self.measure("deep", "GET /v1/tasks?cursor (deep)", "tasks", pages, conns)
+        samples = workload.sample_tasks(database, 2 * workload.MAX_REQUESTS, seed=3)
+        if "get" in only:
+            reads = workload.single_tasks(samples[::2], tokens)
+            self.measure("get", "GET /v1/tasks/{id}", "tasks", reads, conns)
+        if "create" in only:
+            self.measure(
+                "create", "POST /v1/tasks", "tasks", workload.creations(data, tokens), conns
+            )
+        if "patch" in only:
+            writes = workload.patches(samples[1::2], tokens)
+            self.measure("patch", "PATCH /v1/tasks/{id}", "tasks", writes, conns)
+        if "login" in only:
+            logins = workload.logins(data)
+            self.measure("login", "POST /v1/auth/token password", "auth", logins, LOGIN_CONNECTIONS)
+        if "storm" in only:
+            self.storm(data)
+
+    def measure(
+        self, name: str, title: str, server_name: str, requests: list[wrk.Request], conns: int
+    ) -> None:
+        server = self.servers[server_name]
+        script = wrk.rotating_script(self.work / f"{name}.lua", requests)
+        _say(f"{name}: {title}, {conns} connections")
+        if self.options.warmup:
+            warm = wrk.run(
+                server.url, script, connections=conns, seconds=self.options.warmup, scenario=name
+            )
+            self.check(Scenario(name, title, server_name, conns, warm, None), "warm-up")
+        before = server.cpu_seconds()
+        result = wrk.run(
+            server.url, script, connections=conns, seconds=self.options.duration, scenario=name
+        )
+        cpu = _per_request(server.cpu_seconds() - before, result.requests)
+        scenario = Scenario(name, title, server_name, conns, result, cpu)
+        self.report.add(scenario)
+        self.check(scenario, "run")
+
+    def storm(self, data: DataSet) -> None:
+        """Sign-ins at twice the usual connections, while JWKS and refresh keep being served."""
+        auth = self.servers["auth"]
+        refresh_tokens = _refresh_tokens(auth, data, STORM_SIDE_CONNECTIONS + 2)
+        # At least 2 s: a refresh may wait behind a second of sign-ins.
+        seconds = max(2, self.options.duration)
+        lead = max(1, self.options.warmup)
+        storm_connections = 2 * self.options.connections
+        _say(f"storm: {storm_connections} sign-in connections, JWKS and refresh alongside")
+        storm = wrk.start(
+            auth.url,
+            wrk.rotating_script(self.work / "storm.lua", workload.logins(data)),
+            connections=storm_connections,
+            seconds=seconds + lead + 1,
+            timeout=30,
+        )
+        time.sleep(lead)
+        before = auth.cpu_seconds()
+        side = {
+            "storm-jwks": wrk.start(
+                auth.url,
+                wrk.rotating_script(self.work / "jwks.lua", workload.jwks()),
+                connections=STORM_SIDE_CONNECTIONS,
+                seconds=seconds,
+            ),
+            "storm-refresh": wrk.start(
+                auth.url,
+                wrk.refresh_script(self.work / "refresh.lua", refresh_tokens),
+                connections=STORM_SIDE_CONNECTIONS,
+                seconds=seconds,
+            ),
+        }
+        probe = _probe(auth, data, seconds)
+        results = {name: wrk.finish(process, name) for name, process in side.items()}
+        cpu_seconds = auth.cpu_seconds() - before
+        login = wrk.finish(storm, "storm-login")
+        self.report.probe = probe
+        titles = {
+            "storm-login": "POST /v1/auth/token storm",
+            "storm-jwks": "GET /.well-known/jwks.json",
+            "storm-refresh": "POST /v1/auth/token refresh",
+        }
+        scenarios = [
+            Scenario(
+                "storm-login", titles["storm-login"], "auth", storm_connections, login, None, SHED
+            )
+        ] + [
+            Scenario(name, titles[name], "auth", STORM_SIDE_CONNECTIONS, result, None)
+            for name, result in results.items()
+        ]
+        total = sum(s.wrk.requests for s in scenarios)
+        self.report.context["storm_cpu_ms_per_request"] = _per_request(cpu_seconds, total)
+        for scenario in scenarios:
+            self.report.add(scenario)
+        for scenario in scenarios:
+            self.check(scenario, "run")
+
+    def check(self, scenario: Scenario, phase: str) -> None:
+        if scenario.errors:
+            detail = scenario.wrk.describe_errors(scenario.allowed)
+            raise BenchFailed(f"scenario {scenario.name} ({phase}): {detail}")
+        if scenario.wrk.requests == 0:
+            raise BenchFailed(f"scenario {scenario.name} ({phase}): no request completed")
+
+
+def _refresh_tokens(auth: Server, data: DataSet, count: int) -> list[str]:
+    """Live refresh tokens from real sign-ins, for the refresh load to start from."""
+    tokens = []
+    with httpx.Client(base_url=auth.url, timeout=60) as client:
+        for user in data.users[:count]:
+            answer = client.post(
+                "/v1/auth/token",
+                data={"grant_type": "password", "username": user.email, "password": data.password},
+            )
+            if answer.status_code != 200:
+                raise BenchFailed(f"sign-in for the refresh scenario: HTTP {answer.status_code}")
+            tokens.append(answer.json()["refresh_token"])
+    return tokens
+
+
+def _probe(auth: Server, data: DataSet, seconds: int) -> Probe:
+    """One sign-in at a time while the storm runs, recording how fast each is answered."""
+    statuses: dict[int, int] = {}
+    shed: list[float] = []
+    deadline = time.monotonic() + seconds
+
+    def send() -> None:
+        with httpx.Client(base_url=auth.url, timeout=30) as client:
+            for user in _cycle(data):
+                if time.monotonic() > deadline:
+                    return
+                started = time.perf_counter()
+                try:
+                    status = client.post(
+                        "/v1/auth/token",
+                        data={
+                            "grant_type": "password",
+                            "username": user.email,
+                            "password": data.password,
+                        },
+                    ).status_code
+                except httpx.HTTPError:
+                    status = 0
+                elapsed_ms = (time.perf_counter() - started) * 1000
+                statuses[status] = statuses.get(status, 0) + 1
+                if status in SHED:
+                    shed.append(elapsed_ms)
+                time.sleep(0.2)
+
+    thread = threading.Thread(target=send, name="storm-probe")
+    thread.start()
+    thread.join(seconds + 60)
+    return Probe(statuses, shed)
+
+
+def _cycle(data: DataSet) -> Iterator[Any]:
+    while True:
+        yield from data.users
+
+
+def _per_request(cpu_seconds: float, requests: int) -> float | None:
+    return cpu_seconds * 1000 / requests if requests else None
+
+
+def _bcrypt_ms(hashed: str) -> float:
+    """The best of three bcrypt verifications at the benchmark's cost, on this machine."""
+    timings = []
+    for _ in range(3):
+        started = time.perf_counter()
+        bcrypt.checkpw(b"x" * 64, hashed.encode())
+        timings.append((time.perf_counter() - started) * 1000)
+    return min(timings)
+
+
+def _db(url: URL) -> dict[str, str]:
+    return {"DATABASE_URL": libpq(url)}
+
+
+def _service_env(options: BenchOptions, keys: Path) -> dict[str, str]:
+    # Nothing inherited that would change what is measured: no OTLP exporter, no
+    # database or service settings from the caller's shell.
+    inherited = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("OTEL_", "DATABASE_", "AUTH_", "TASKS_", "TOKEN_", "JWKS_"))
+    }
+    return {
+        **inherited,
+        "ENVIRONMENT": "development",
+        "LOG_LEVEL": LOG_LEVEL,
+        "ACCESS_LOG": "false",
+        "AUTH_SIGNING_KEYS_DIR": str(keys),
+        "AUTH_PASSWORD_PEPPER": PEPPER,
+        "AUTH_BCRYPT_COST": str(options.bcrypt_cost),
+        "TOKEN_ISSUER": ISSUER,
+        "TOKEN_AUDIENCE": AUDIENCE,
+        "TASKS_CURSOR_SECRET": CURSOR_SECRET,
+    }
+
+
+def _server_version(url: URL) -> str:
+    with psycopg.connect(libpq(url)) as conn:
+        row = conn.execute("SHOW server_version").fetchone()
+    return str(row[0]) if row else "unknown"
+
+
+def _context(options: BenchOptions) -> dict[str, Any]:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.machine(),
+    )
+    return {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "cpu": cpu,
+            "cores": os.cpu_count(),
+            "kernel": platform.release(),
+            "python": platform.python_version(),
+        },
+        "settings": {
+            "users": options.users,
+            "tasks": options.tasks,
+            "duration_seconds": options.duration,
+            "warmup_seconds": options.warmup,
+            "connections": options.connections,
+            "bcrypt_cost": options.bcrypt_cost,
+            "log_level": LOG_LEVEL,
+            "access_log": False,
+            "tracing": "off (no OTEL_* exporter)",
+            "server_cpu": "0 (one uvicorn worker per service)",
+            "load_cpu": "1 (wrk, one thread)",
+        },
+    }
+
+
+def _say(message: str) -> None:
+    print(f"bench: {message}", flush=True)
