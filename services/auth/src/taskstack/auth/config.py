@@ -23,6 +23,8 @@ class AuthSettings(ServiceSettings):
     # (further logins get a fast 503 instead of a growing queue).
     auth_hash_concurrency: int = Field(default=os.cpu_count() or 2, ge=1, le=64)
     auth_hash_queue_limit: int = Field(default=32, ge=0, le=10_000)
+    # The longest a sign-in waits for a hashing thread before its fast 503.
+    auth_hash_queue_timeout_seconds: float = Field(default=2.0, gt=0, le=60)
 
     auth_access_token_seconds: int = Field(default=600, ge=60, le=3600)
     auth_refresh_token_absolute_seconds: int = Field(default=30 * 86400, ge=60)

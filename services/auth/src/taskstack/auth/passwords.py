@@ -72,13 +72,31 @@ def bcrypt_cost(password_hash: str) -> int:
 
 
 class PasswordHasher:
-    """bcrypt in a bounded thread pool, so hashing never stalls the event loop."""
+    """bcrypt in a bounded thread pool, so hashing never stalls the event loop.
 
-    def __init__(self, *, pepper: str, cost: int, concurrency: int, queue_limit: int):
+    At most ``concurrency`` hashes run at once (bcrypt holds a core each), at
+    most ``queue_limit`` wait, and none waits longer than ``queue_timeout``
+    seconds: past either bound a sign-in gets a fast 503 with Retry-After
+    instead of joining a queue that only grows while clients time out.
+    """
+
+    def __init__(
+        self,
+        *,
+        pepper: str,
+        cost: int,
+        concurrency: int,
+        queue_limit: int,
+        queue_timeout: float = 2.0,
+    ):
         self._pepper = pepper.encode("utf-8")
         self.cost = cost
         self._limiter = anyio.CapacityLimiter(concurrency)
+        # Threads of their own: the admission above already bounds them, and
+        # the shared default pool could make an admitted hash wait again.
+        self._threads = anyio.CapacityLimiter(concurrency)
         self._queue_limit = queue_limit
+        self._queue_timeout = queue_timeout
         self._in_flight = 0
         # Verified against when the account does not exist, so that an unknown
         # e-mail costs exactly what a wrong password does.
@@ -103,9 +121,21 @@ class PasswordHasher:
 
     async def _run(self, work: Callable[[], T]) -> T:
         if self._in_flight >= self._limiter.total_tokens + self._queue_limit:
-            raise ServiceUnavailable("Too many sign-ins at once; try again shortly.")
+            raise _overloaded()
         self._in_flight += 1
         try:
-            return await anyio.to_thread.run_sync(work, limiter=self._limiter)
+            try:
+                with anyio.fail_after(self._queue_timeout):
+                    await self._limiter.acquire()
+            except TimeoutError:
+                raise _overloaded() from None
+            try:
+                return await anyio.to_thread.run_sync(work, limiter=self._threads)
+            finally:
+                self._limiter.release()
         finally:
             self._in_flight -= 1
+
+
+def _overloaded() -> ServiceUnavailable:
+    return ServiceUnavailable("Too many sign-ins at once; try again shortly.")
