@@ -147,6 +147,7 @@ class Report:
                 )
             )
         widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+        heading = self.heading()
         lines = [
             "  ".join(
                 c.ljust(w) if i == 0 else c.rjust(w)
@@ -155,6 +156,7 @@ class Report:
             for row in rows
         ]
         lines.insert(1, "  ".join("-" * w for w in widths))
+        lines[:0] = [*heading, ""]
         lines.append("")
         lines.append(
             "RSS after the run: " + ", ".join(f"{k} {v:.0f} MB" for k, v in self.rss_mb.items())
@@ -169,6 +171,24 @@ class Report:
         for t in self.targets():
             lines.append(f"  {'PASS' if t.met else 'MISS'}  {t.name}: {t.measured} ({t.bound})")
         return "\n".join(lines)
+
+    def heading(self) -> list[str]:
+        """When, where and how the figures were taken (the README quotes them with the table)."""
+        context, machine, settings = self.context, self.context["machine"], self.context["settings"]
+        return [
+            f"taskstack bench, {context['date']}",
+            f"machine: {machine['cpu']}, {machine['cores']} CPUs, Linux {machine['kernel']}, "
+            f"Python {machine['python']}, PostgreSQL {context.get('postgresql', '?')}",
+            f"data: {settings['users']:,} users, {settings['tasks']:,} tasks; "
+            f"{settings['duration_seconds']} s per scenario after {settings['warmup_seconds']} s "
+            f"of warm-up; servers on CPU {settings['server_cpu']}, wrk on CPU "
+            f"{settings['load_cpu']}",
+            f"1-minute load average: {machine['load_average_start']} before the run, "
+            f"{machine.get('load_average_end', '?')} after",
+            f"services: LOG_LEVEL={settings['log_level']}, ACCESS_LOG=false, "
+            f"tracing {settings['tracing']}, bcrypt cost {settings['bcrypt_cost']}, "
+            f"DATABASE_POOL_SIZE=10",
+        ]
 
     def as_json(self) -> dict[str, Any]:
         return {

@@ -89,6 +89,7 @@ def bench(options: BenchOptions) -> Report:
             report.failure = str(exc)
         for name, process in servers.items():
             report.rss_mb[name] = process.rss_bytes() / MB
+        report.context["machine"]["load_average_end"] = round(os.getloadavg()[0], 2)
     return report
 
 
@@ -376,6 +377,8 @@ def _context(options: BenchOptions) -> dict[str, Any]:
             "cores": os.cpu_count(),
             "kernel": platform.release(),
             "python": platform.python_version(),
+            # Other work on the machine shares the CPUs the servers are pinned to.
+            "load_average_start": round(os.getloadavg()[0], 2),
         },
         "settings": {
             "users": options.users,
@@ -387,7 +390,7 @@ def _context(options: BenchOptions) -> dict[str, Any]:
             "log_level": LOG_LEVEL,
             "access_log": False,
             "tracing": "off (no OTEL_* exporter)",
-            "server_cpu": "0 (one uvicorn worker per service)",
+            "server_cpu": "0 (one uvicorn worker each)",
             "load_cpu": "1 (wrk, one thread)",
         },
     }
