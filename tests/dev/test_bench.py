@@ -39,7 +39,7 @@ def test_smoke_run_measures_every_scenario_without_errors(
         assert scenario["requests"] > 0, name
         assert scenario["errors"] == 0, (name, scenario["statuses"])
         assert scenario["latency_ms"]["p99"] >= scenario["latency_ms"]["p50"] > 0, name
-    assert report["failure"] is None
+    assert report["failures"] == []
     assert report["scenarios"]["list"]["vs_livez"] > 0
     assert report["scenarios"]["list"]["vs_raw_floor"] > 0
     assert set(report["rss_mb"]) == {"auth", "tasks", "tasks-2k", "floor"}

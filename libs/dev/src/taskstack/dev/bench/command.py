@@ -89,8 +89,8 @@ def run_bench(args: argparse.Namespace) -> None:
     print(report.table())
     report.write(args.output)
     print(f"\nresults written to {args.output}")
-    if report.failure:
-        print(f"taskstack: bench failed: {report.failure}", file=sys.stderr)
+    if report.failures:
+        print(f"taskstack: bench failed: {'; '.join(report.failures)}", file=sys.stderr)
         raise SystemExit(1)
 
 

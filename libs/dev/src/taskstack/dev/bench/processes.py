@@ -63,18 +63,10 @@ class Server:
                 )
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(self.url + path, timeout=2).status_code == 200:
-                    self._pin()
                     return
             if time.monotonic() > deadline:
                 raise CliError(f"the {self.name} server was not ready within {START_TIMEOUT:g} s")
             time.sleep(0.1)
-
-    def _pin(self) -> None:
-        # Pinned once started, so that several servers start side by side; threads
-        # created later (bcrypt's, the database driver's) inherit the pinning.
-        for thread in Path(f"/proc/{self.process.pid}/task").iterdir():
-            with contextlib.suppress(ProcessLookupError):
-                os.sched_setaffinity(int(thread.name), {SERVER_CPU})
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL after a grace period, to the server's process group."""
@@ -92,9 +84,16 @@ class Server:
 
 
 def launch(name: str, factory: str, env: dict[str, str], log_dir: Path) -> Server:
-    """Start ``uvicorn --factory`` with one worker; ``Server.wait_ready`` then pins it."""
+    """Start ``uvicorn --factory``: one worker, pinned to the server CPU from its first instruction.
+
+    Pinned at exec, not once started, so that the service sees at start-up the
+    CPUs it will run on (as in a pod with a CPU limit), whatever it sizes by them.
+    """
     port = free_port()
     command = [
+        "taskset",
+        "-c",
+        str(SERVER_CPU),
         sys.executable,
         "-m",
         "uvicorn",

@@ -60,7 +60,7 @@ class Report:
     rss_mb: dict[str, float] = field(default_factory=dict)
     hash_ms: float | None = None
     probe: Probe | None = None
-    failure: str | None = None
+    failures: list[str] = field(default_factory=list)
 
     def add(self, scenario: Scenario) -> None:
         self.scenarios[scenario.name] = scenario
@@ -193,7 +193,7 @@ class Report:
     def as_json(self) -> dict[str, Any]:
         return {
             **self.context,
-            "failure": self.failure,
+            "failures": self.failures,
             "hash_ms": self.hash_ms,
             "rss_mb": self.rss_mb,
             "scenarios": {
