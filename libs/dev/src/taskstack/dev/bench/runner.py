@@ -2,29 +2,31 @@
 
 import contextlib
 import os
-import platform
 import tempfile
-import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import bcrypt
-import httpx
-import psycopg
 from sqlalchemy.engine import URL
 
 from taskstack.auth.keys import generate_signing_key
-from taskstack.dev.bench import workload, wrk
+from taskstack.dev.bench import signins, workload, wrk
 from taskstack.dev.bench.database import libpq, postgres_server, scratch_database
+from taskstack.dev.bench.environment import (
+    AUDIENCE,
+    CURSOR_SECRET,
+    ISSUER,
+    PEPPER,
+    run_context,
+    server_version,
+    service_env,
+)
 from taskstack.dev.bench.processes import Server, launch
-from taskstack.dev.bench.report import MB, Probe, Report, Scenario
+from taskstack.dev.bench.report import MB, Report, Scenario
 from taskstack.dev.bench.seed import DataSet, password_hash, seed
+from taskstack.dev.bench.signins import SHED
 from taskstack.dev.bench.workload import Tokens
-from taskstack.dev.errors import CliError
 
 SCENARIOS = (
     "livez", "list", "list-2k", "floor", "filtered", "deep", "get", "create", "patch", "login",
@@ -33,12 +35,6 @@ SCENARIOS = (
 SMALL_USERS, SMALL_TASKS = 20, 2000
 LOGIN_CONNECTIONS = 4
 STORM_SIDE_CONNECTIONS = 8  # JWKS and refresh, each, during the storm
-SHED = frozenset({429, 503})
-ISSUER = "http://taskstack-bench.invalid"
-AUDIENCE = "taskstack"
-PEPPER = "insecure-development-bench-pepper"
-CURSOR_SECRET = "insecure-development-bench-cursor-secret"
-LOG_LEVEL = "WARNING"
 TASKS_APP = "taskstack.tasks.main:create_app"
 
 
@@ -58,7 +54,18 @@ class BenchOptions:
 def bench(options: BenchOptions) -> Report:
     """Run every selected scenario; the report lists the ones that saw errors."""
     wrk.require_wrk()
-    report = Report(context=_context(options))
+    report = Report(
+        context=run_context(
+            {
+                "users": options.users,
+                "tasks": options.tasks,
+                "duration_seconds": options.duration,
+                "warmup_seconds": options.warmup,
+                "connections": options.connections,
+                "bcrypt_cost": options.bcrypt_cost,
+            }
+        )
+    )
     with contextlib.ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="taskstack-bench-")))
         server = stack.enter_context(postgres_server(options.database_url))
@@ -68,7 +75,7 @@ def bench(options: BenchOptions) -> Report:
         hashed = password_hash(pepper=PEPPER, cost=options.bcrypt_cost)
         data = seed(main_db, users=options.users, tasks=options.tasks, hashed=hashed)
         report.context["seed_seconds"] = round(time.monotonic() - started, 1)
-        report.context["postgresql"] = _server_version(main_db)
+        report.context["postgresql"] = server_version(main_db)
         report.hash_ms = _bcrypt_ms(hashed)
         small_db = small = None
         if "list-2k" in options.only:
@@ -77,7 +84,7 @@ def bench(options: BenchOptions) -> Report:
 
         keys = work / "keys"
         generate_signing_key(keys, development=True)
-        env = _service_env(options, keys)
+        env = service_env(options.bcrypt_cost, keys)
         servers = _start_servers(stack, work, env, main_db, small_db, "floor" in options.only)
         run = _Run(options, report, work, servers, Tokens(keys, issuer=ISSUER, audience=AUDIENCE))
         run.all(data, small, main_db)
@@ -192,7 +199,7 @@ class _Run:
     def storm(self, data: DataSet) -> None:
         """Sign-ins at twice the usual connections, while JWKS and refresh keep being served."""
         auth = self.servers["auth"]
-        refresh_tokens = _refresh_tokens(auth, data, STORM_SIDE_CONNECTIONS + 2)
+        tokens = signins.refresh_tokens(auth, data, STORM_SIDE_CONNECTIONS + 2)
         # At least 2 s: a refresh may wait behind a second of sign-ins.
         seconds = max(2, self.options.duration)
         lead = max(1, self.options.warmup)
@@ -216,12 +223,12 @@ class _Run:
             ),
             "storm-refresh": wrk.start(
                 auth.url,
-                wrk.refresh_script(self.work / "refresh.lua", refresh_tokens),
+                wrk.refresh_script(self.work / "refresh.lua", tokens),
                 connections=STORM_SIDE_CONNECTIONS,
                 seconds=seconds,
             ),
         }
-        probe = _probe(auth, data, seconds)
+        probe = signins.probe(auth, data, seconds)
         results = {name: wrk.finish(process, name) for name, process in side.items()}
         cpu_seconds = auth.cpu_seconds() - before
         login = wrk.finish(storm, "storm-login")
@@ -256,61 +263,6 @@ class _Run:
             self.report.failures.append(f"{where}: no request completed")
 
 
-def _refresh_tokens(auth: Server, data: DataSet, count: int) -> list[str]:
-    """Live refresh tokens from real sign-ins, for the refresh load to start from."""
-    tokens = []
-    with httpx.Client(base_url=auth.url, timeout=60) as client:
-        for user in data.users[:count]:
-            answer = client.post(
-                "/v1/auth/token",
-                data={"grant_type": "password", "username": user.email, "password": data.password},
-            )
-            if answer.status_code != 200:
-                raise CliError(f"a sign-in for the refresh scenario got HTTP {answer.status_code}")
-            tokens.append(answer.json()["refresh_token"])
-    return tokens
-
-
-def _probe(auth: Server, data: DataSet, seconds: int) -> Probe:
-    """One sign-in at a time while the storm runs, recording how fast each is answered."""
-    statuses: dict[int, int] = {}
-    shed: list[float] = []
-    deadline = time.monotonic() + seconds
-
-    def send() -> None:
-        with httpx.Client(base_url=auth.url, timeout=30) as client:
-            for user in _cycle(data):
-                if time.monotonic() > deadline:
-                    return
-                started = time.perf_counter()
-                try:
-                    status = client.post(
-                        "/v1/auth/token",
-                        data={
-                            "grant_type": "password",
-                            "username": user.email,
-                            "password": data.password,
-                        },
-                    ).status_code
-                except httpx.HTTPError:
-                    status = 0
-                elapsed_ms = (time.perf_counter() - started) * 1000
-                statuses[status] = statuses.get(status, 0) + 1
-                if status in SHED:
-                    shed.append(elapsed_ms)
-                time.sleep(0.2)
-
-    thread = threading.Thread(target=send, name="storm-probe")
-    thread.start()
-    thread.join(seconds + 60)
-    return Probe(statuses, shed)
-
-
-def _cycle(data: DataSet) -> Iterator[Any]:
-    while True:
-        yield from data.users
-
-
 def _per_request(cpu_seconds: float, requests: int) -> float | None:
     return cpu_seconds * 1000 / requests if requests else None
 
@@ -327,69 +279,6 @@ def _bcrypt_ms(hashed: str) -> float:
 
 def _db(url: URL) -> dict[str, str]:
     return {"DATABASE_URL": libpq(url)}
-
-
-def _service_env(options: BenchOptions, keys: Path) -> dict[str, str]:
-    # Nothing inherited that would change what is measured: no OTLP exporter, no
-    # database or service settings from the caller's shell.
-    inherited = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("OTEL_", "DATABASE_", "AUTH_", "TASKS_", "TOKEN_", "JWKS_"))
-    }
-    return {
-        **inherited,
-        "ENVIRONMENT": "development",
-        "LOG_LEVEL": LOG_LEVEL,
-        "ACCESS_LOG": "false",
-        "AUTH_SIGNING_KEYS_DIR": str(keys),
-        "AUTH_PASSWORD_PEPPER": PEPPER,
-        "AUTH_BCRYPT_COST": str(options.bcrypt_cost),
-        "TOKEN_ISSUER": ISSUER,
-        "TOKEN_AUDIENCE": AUDIENCE,
-        "TASKS_CURSOR_SECRET": CURSOR_SECRET,
-    }
-
-
-def _server_version(url: URL) -> str:
-    with psycopg.connect(libpq(url)) as conn:
-        row = conn.execute("SHOW server_version").fetchone()
-    return str(row[0]) if row else "unknown"
-
-
-def _context(options: BenchOptions) -> dict[str, Any]:
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.machine(),
-    )
-    return {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "cpu": cpu,
-            "cores": os.cpu_count(),
-            "kernel": platform.release(),
-            "python": platform.python_version(),
-            # Other work on the machine shares the CPUs the servers are pinned to.
-            "load_average_start": round(os.getloadavg()[0], 2),
-        },
-        "settings": {
-            "users": options.users,
-            "tasks": options.tasks,
-            "duration_seconds": options.duration,
-            "warmup_seconds": options.warmup,
-            "connections": options.connections,
-            "bcrypt_cost": options.bcrypt_cost,
-            "log_level": LOG_LEVEL,
-            "access_log": False,
-            "tracing": "off (no OTEL_* exporter)",
-            "server_cpu": "0 (one uvicorn worker each)",
-            "load_cpu": "1 (wrk, one thread)",
-        },
-    }
 
 
 def _say(message: str) -> None:
