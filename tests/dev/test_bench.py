@@ -1,12 +1,21 @@
-"""`taskstack bench --smoke`: every scenario runs end to end, error-free, in seconds."""
+"""`taskstack bench`: every scenario runs end to end, error-free, and the raw floor is faithful."""
 
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import httpx
+from sqlalchemy.engine import URL
+
+from taskstack.dev.bench.floor import RawFloor
 from taskstack.dev.bench.runner import SCENARIOS
+from taskstack.dev.bench.seed import seed
+from taskstack.tasks.main import create_app
 from tests.support.postgres import PostgresServer
+from tests.support.servers import serve
+from tests.support.tokens import TokenMint
+from tests.tasks.conftest import jwks_app, tasks_settings
 
 TASKSTACK = str(Path(sys.executable).with_name("taskstack"))
 STORM = ("storm-login", "storm-jwks", "storm-refresh")
@@ -62,3 +71,35 @@ def test_bench_refuses_an_unknown_scenario() -> None:
     )
     assert result.returncode == 2
     assert "unknown scenario nonsense" in result.stderr
+
+
+def test_raw_floor_answers_the_first_page_exactly_as_the_tasks_service(
+    database_url: URL, postgres: PostgresServer
+) -> None:
+    secret = "bench-floor-test-cursor-secret"
+    data = seed(database_url, users=3, tasks=3 * 30, hashed=None)
+    mint = TokenMint()
+    floor = RawFloor(postgres.libpq(database_url), pool_size=2, cursor_secret=secret.encode())
+    with (
+        serve(jwks_app(mint)) as jwks_base,
+        serve(
+            create_app(
+                tasks_settings(
+                    database_url,
+                    f"{jwks_base}/.well-known/jwks.json",
+                    tasks_cursor_secret=secret,
+                )
+            )
+        ) as tasks_base,
+        serve(floor) as floor_base,
+    ):
+        for user in data.users:
+            service = httpx.get(
+                f"{tasks_base}/v1/tasks",
+                headers={"Authorization": f"Bearer {mint.token(user.id)}"},
+                timeout=10,
+            )
+            raw = httpx.get(f"{floor_base}/v1/tasks", headers={"x-owner": str(user.id)}, timeout=10)
+            assert service.status_code == raw.status_code == 200
+            assert len(raw.json()["items"]) == 20 and raw.json()["next_cursor"]
+            assert raw.json() == service.json()
