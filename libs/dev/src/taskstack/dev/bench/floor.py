@@ -102,7 +102,7 @@ class RawFloor:
             "next_cursor": next_cursor,
             "total": None,
         }
-        return json.dumps(page, separators=(",", ":")).encode()
+        return json.dumps(page, separators=(",", ":"), ensure_ascii=False).encode()
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
