@@ -4,13 +4,16 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 from sqlalchemy.engine import URL
 
+from taskstack.dev.bench import wrk
 from taskstack.dev.bench.floor import RawFloor
 from taskstack.dev.bench.runner import SCENARIOS
 from taskstack.dev.bench.seed import seed
+from taskstack.dev.bench.wrk import Request
 from taskstack.tasks.main import create_app
 from tests.support.postgres import PostgresServer
 from tests.support.servers import serve
@@ -103,3 +106,50 @@ def test_raw_floor_answers_the_first_page_exactly_as_the_tasks_service(
             assert service.status_code == raw.status_code == 200
             assert len(raw.json()["items"]) == 20 and raw.json()["next_cursor"]
             assert raw.content == service.content
+
+
+class _Recorder:
+    """An ASGI app that records what it is sent and refuses every third request with a 503."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str, str]] = []
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        note = dict(scope["headers"]).get(b"x-note", b"").decode()
+        self.seen.append((scope["method"], scope["path"], note + "|" + body.decode()))
+        status = 503 if len(self.seen) % 3 == 0 else 200
+        await send({"type": "http.response.start", "status": status, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+
+def test_wrk_sends_the_requests_verbatim_and_counts_every_refusal(tmp_path: Path) -> None:
+    note = 'quote " backslash \\ and ünïcode'
+    requests = [
+        Request("POST", "/one", {"x-note": note}, json.dumps({"title": note}, ensure_ascii=False)),
+        Request("GET", "/two?a=1&b=%20"),
+    ]
+    recorder = _Recorder()
+    with serve(recorder) as base_url:
+        script = wrk.rotating_script(tmp_path / "rotate.lua", requests)
+        result = wrk.run(base_url, script, connections=2, seconds=1, scenario="verbatim")
+
+    assert result.requests > 0
+    # wrk stops with up to one request in flight per connection: answered, never counted.
+    answered, refused = len(recorder.seen), len(recorder.seen) // 3
+    assert answered - 2 <= sum(result.statuses.values()) <= answered
+    assert refused - 2 <= result.statuses[503] <= refused
+    assert result.errors() == result.statuses[503] > 0
+    assert f"{result.statuses[503]} x HTTP 503" in result.describe_errors()
+    assert result.errors(allowed=frozenset({503})) == 0
+    assert set(recorder.seen) == {
+        ("POST", "/one", note + "|" + json.dumps({"title": note}, ensure_ascii=False)),
+        ("GET", "/two", "|"),
+    }
