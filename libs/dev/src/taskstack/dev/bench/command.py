@@ -81,7 +81,6 @@ def run_bench(args: argparse.Namespace) -> None:
         BenchOptions(
             database_url=args.database_url,
             only=args.only,
-            output=args.output,
             **values,
         )
     )

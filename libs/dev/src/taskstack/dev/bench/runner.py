@@ -48,7 +48,6 @@ class BenchOptions:
     tasks: int
     bcrypt_cost: int
     only: tuple[str, ...]
-    output: Path
 
 
 def bench(options: BenchOptions) -> Report:
