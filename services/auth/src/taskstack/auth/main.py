@@ -45,7 +45,10 @@ def create_app(settings: AuthSettings | None = None) -> FastAPI:
             leeway=settings.token_leeway_seconds,
             cache_size=settings.token_cache_size,
         )
-        yield
+        try:
+            yield
+        finally:
+            hasher.close()
 
     return create_service_app(
         name="auth",

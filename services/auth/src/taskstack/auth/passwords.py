@@ -11,12 +11,17 @@ Password Storage Cheat Sheet describes: nothing is silently truncated, and a
 stolen database alone cannot be attacked offline.
 """
 
+import asyncio
 import base64
+import contextlib
 import functools
 import hashlib
 import hmac
+import os
+import threading
 import unicodedata
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 import anyio
@@ -92,9 +97,13 @@ class PasswordHasher:
         self._pepper = pepper.encode("utf-8")
         self.cost = cost
         self._limiter = anyio.CapacityLimiter(concurrency)
-        # Threads of their own: the admission above already bounds them, and
-        # the shared default pool could make an admitted hash wait again.
-        self._threads = anyio.CapacityLimiter(concurrency)
+        # Threads of their own, at a lower scheduling priority: a hash that
+        # shares a core with the event loop then yields to it. With equal
+        # priority a sign-in storm took two thirds of the core and the JWKS's
+        # p99 went from 15 to 80 ms, a refresh's from 68 ms to 1.2 s.
+        self._threads = ThreadPoolExecutor(
+            concurrency, thread_name_prefix="bcrypt", initializer=_lower_priority
+        )
         self._queue_limit = queue_limit
         self._queue_timeout = queue_timeout
         self._in_flight = 0
@@ -116,12 +125,20 @@ class PasswordHasher:
         matches = await self._run(lambda: bcrypt.checkpw(prehashed, expected))
         return matches and password_hash is not None and password != ""
 
+    def close(self) -> None:
+        self._threads.shutdown(wait=False, cancel_futures=True)
+
     def needs_rehash(self, password_hash: str) -> bool:
         return bcrypt_cost(password_hash) < self.cost
 
-    async def _run(self, work: Callable[[], T]) -> T:
+    def refuse_when_full(self) -> None:
+        """Raise the 503 now if a hash would be refused: before the request's database work,
+        so that a refused sign-in costs next to nothing."""
         if self._in_flight >= self._limiter.total_tokens + self._queue_limit:
             raise _overloaded()
+
+    async def _run(self, work: Callable[[], T]) -> T:
+        self.refuse_when_full()
         self._in_flight += 1
         try:
             try:
@@ -130,11 +147,20 @@ class PasswordHasher:
             except TimeoutError:
                 raise _overloaded() from None
             try:
-                return await anyio.to_thread.run_sync(work, limiter=self._threads)
+                return await asyncio.get_running_loop().run_in_executor(self._threads, work)
             finally:
                 self._limiter.release()
         finally:
             self._in_flight -= 1
+
+
+HASH_THREAD_NICENESS = 10
+
+
+def _lower_priority() -> None:
+    # Linux schedules threads individually: this lowers only the hashing thread.
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HASH_THREAD_NICENESS)
 
 
 def _overloaded() -> ServiceUnavailable:

@@ -120,6 +120,7 @@ class Auth:
         """
         email = _normalize_login(email)
         throttle = self.throttle
+        self.hasher.refuse_when_full()
         async with sessions() as session:
             if retry_after := await throttle.retry_after(
                 session, [throttle.login_account.key(email), throttle.login_ip.key(client_ip)]
