@@ -153,3 +153,20 @@ def test_wrk_sends_the_requests_verbatim_and_counts_every_refusal(tmp_path: Path
         ("POST", "/one", note + "|" + json.dumps({"title": note}, ensure_ascii=False)),
         ("GET", "/two", "|"),
     }
+
+
+def test_rounds_of_one_load_combine_into_totals_and_worst_tails() -> None:
+    def result(requests: int, p50: float, p99: float, statuses: dict[int, int]) -> wrk.WrkResult:
+        latency = {"mean": p50, "max": p99 * 2, "p50": p50, "p90": p99 / 2, "p99": p99}
+        sockets = {"connect": 0, "read": 1, "write": 0, "timeout": 0}
+        return wrk.WrkResult(requests, 5.0, statuses, sockets, latency)
+
+    combined = wrk.combine(
+        [result(100, 10.0, 30.0, {200: 99, 503: 1}), result(300, 20.0, 25.0, {200: 300})]
+    )
+    assert (combined.requests, combined.seconds, combined.rps) == (400, 10.0, 40.0)
+    assert combined.statuses == {200: 399, 503: 1}
+    assert combined.errors() == 1 + 2  # the refusal and one read error per round
+    assert combined.latency_ms["p50"] == 15.0
+    assert combined.latency_ms["p99"] == 30.0 and combined.latency_ms["max"] == 60.0
+    assert combined.latency_ms["mean"] == (100 * 10.0 + 300 * 20.0) / 400

@@ -4,6 +4,7 @@ import contextlib
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,13 +30,14 @@ from taskstack.dev.bench.signins import SHED
 from taskstack.dev.bench.workload import Tokens
 
 SCENARIOS = (
-    "livez", "list", "list-2k", "floor", "filtered", "deep", "get", "create", "patch", "login",
+    "livez", "list", "list-2k", "deep", "floor", "filtered", "get", "create", "patch", "login",
     "storm",
 )  # fmt: skip
 SMALL_USERS, SMALL_TASKS = 20, 2000
 LOGIN_CONNECTIONS = 4
 STORM_SIDE_CONNECTIONS = 8  # JWKS and refresh, each, during the storm
 TASKS_APP = "taskstack.tasks.main:create_app"
+ROUNDS = 2  # alternating rounds of the loads a target compares
 
 
 @dataclass(frozen=True)
@@ -139,36 +141,51 @@ class _Run:
         self.tokens = tokens
 
     def all(self, data: DataSet, small: DataSet | None, database: URL) -> None:
-        only, tokens, conns = self.options.only, self.tokens, self.options.connections
-        if "livez" in only:
-            self.measure("livez", "GET /livez (tasks)", "tasks", workload.livez(), conns)
-        if "list" in only:
-            pages = workload.first_pages(data, tokens)
-            self.measure("list", "GET /v1/tasks first page", "tasks", pages, conns)
-        if small is not None:
-            pages = workload.first_pages(small, tokens)
-            self.measure("list-2k", "GET /v1/tasks, 2,000 tasks", "tasks-2k", pages, conns)
-        if "floor" in only:
-            pages = workload.floor_pages(data)
-            self.measure("floor", "raw ASGI + psycopg first page", "floor", pages, conns)
-        if "filtered" in only:
-            pages = workload.filtered_pages(data, tokens)
-            self.measure("filtered", "GET /v1/tasks?completed&tag", "tasks", pages, conns)
-        if "deep" in only:
-            secret = CURSOR_SECRET.encode()
-            pages = workload.deep_pages(database, data, tokens, secret)
-            self.measure("deep", "GET /v1/tasks?cursor (deep)", "tasks", pages, conns)
+        """The tasks loads in alternating rounds (their ratios compare them), then auth's."""
+        only, tokens = self.options.only, self.tokens
         samples = workload.sample_tasks(database, 2 * workload.MAX_REQUESTS, seed=3)
-        if "get" in only:
-            reads = workload.single_tasks(samples[::2], tokens)
-            self.measure("get", "GET /v1/tasks/{id}", "tasks", reads, conns)
-        if "create" in only:
-            self.measure(
-                "create", "POST /v1/tasks", "tasks", workload.creations(data, tokens), conns
-            )
-        if "patch" in only:
-            writes = workload.patches(samples[1::2], tokens)
-            self.measure("patch", "PATCH /v1/tasks/{id}", "tasks", writes, conns)
+        builders: dict[str, tuple[str, str, Callable[[], list[wrk.Request]]]] = {
+            "livez": ("GET /livez (tasks)", "tasks", workload.livez),
+            "list": (
+                "GET /v1/tasks first page",
+                "tasks",
+                lambda: workload.first_pages(data, tokens),
+            ),
+            "list-2k": (
+                "GET /v1/tasks, 2,000 tasks",
+                "tasks-2k",
+                lambda: workload.first_pages(small or data, tokens),
+            ),
+            "deep": (
+                "GET /v1/tasks?cursor (deep)",
+                "tasks",
+                lambda: workload.deep_pages(database, data, tokens, CURSOR_SECRET.encode()),
+            ),
+            "floor": ("raw ASGI + psycopg first page", "floor", lambda: workload.floor_pages(data)),
+            "filtered": (
+                "GET /v1/tasks?completed&tag",
+                "tasks",
+                lambda: workload.filtered_pages(data, tokens),
+            ),
+            "get": (
+                "GET /v1/tasks/{id}",
+                "tasks",
+                lambda: workload.single_tasks(samples[::2], tokens),
+            ),
+            "create": ("POST /v1/tasks", "tasks", lambda: workload.creations(data, tokens)),
+            "patch": (
+                "PATCH /v1/tasks/{id}",
+                "tasks",
+                lambda: workload.patches(samples[1::2], tokens),
+            ),
+        }
+        loads = [
+            (name, title, server, build())
+            for name, (title, server, build) in builders.items()
+            if name in only
+        ]
+        if loads:
+            self.measure_together(loads, self.options.connections)
         if "login" in only:
             logins = workload.logins(data)
             self.measure("login", "POST /v1/auth/token password", "auth", logins, LOGIN_CONNECTIONS)
@@ -178,22 +195,49 @@ class _Run:
     def measure(
         self, name: str, title: str, server_name: str, requests: list[wrk.Request], conns: int
     ) -> None:
-        server = self.servers[server_name]
-        script = wrk.rotating_script(self.work / f"{name}.lua", requests)
-        _say(f"{name}: {title}, {conns} connections")
-        if self.options.warmup:
-            warm = wrk.run(
-                server.url, script, connections=conns, seconds=self.options.warmup, scenario=name
+        self.measure_together([(name, title, server_name, requests)], conns)
+
+    def measure_together(
+        self, loads: list[tuple[str, str, str, list[wrk.Request]]], conns: int
+    ) -> None:
+        """Measure loads whose figures are compared in alternating rounds, so that other work
+        on the machine weighs on each alike; a single load runs in one round."""
+        rounds = ROUNDS if len(loads) > 1 and self.options.duration >= 2 * ROUNDS else 1
+        seconds = self.options.duration // rounds
+        scripts = {}
+        for name, title, server_name, requests in loads:
+            scripts[name] = wrk.rotating_script(self.work / f"{name}.lua", requests)
+            _say(f"{name}: {title}, {conns} connections")
+            if self.options.warmup:
+                warm = wrk.run(
+                    self.servers[server_name].url,
+                    scripts[name],
+                    connections=conns,
+                    seconds=self.options.warmup,
+                    scenario=name,
+                )
+                self.check(Scenario(name, title, server_name, conns, warm, None), "warm-up")
+        results: dict[str, list[wrk.WrkResult]] = {name: [] for name, *_ in loads}
+        cpu = dict.fromkeys(results, 0.0)
+        for round_number in range(1, rounds + 1):
+            if rounds > 1:
+                _say(f"round {round_number} of {rounds}: {seconds} s each")
+            for name, _title, server_name, _requests in loads:
+                server = self.servers[server_name]
+                before = server.cpu_seconds()
+                results[name].append(
+                    wrk.run(
+                        server.url, scripts[name], connections=conns, seconds=seconds, scenario=name
+                    )
+                )
+                cpu[name] += server.cpu_seconds() - before
+        for name, title, server_name, _requests in loads:
+            result = wrk.combine(results[name])
+            scenario = Scenario(
+                name, title, server_name, conns, result, _per_request(cpu[name], result.requests)
             )
-            self.check(Scenario(name, title, server_name, conns, warm, None), "warm-up")
-        before = server.cpu_seconds()
-        result = wrk.run(
-            server.url, script, connections=conns, seconds=self.options.duration, scenario=name
-        )
-        cpu = _per_request(server.cpu_seconds() - before, result.requests)
-        scenario = Scenario(name, title, server_name, conns, result, cpu)
-        self.report.add(scenario)
-        self.check(scenario, "run")
+            self.report.add(scenario)
+            self.check(scenario, "run")
 
     def storm(self, data: DataSet) -> None:
         """Sign-ins at twice the usual connections, while JWKS and refresh keep being served."""

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+import statistics
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -50,6 +51,26 @@ class WrkResult:
         ]
         parts += [f"{count} socket {kind}" for kind, count in self.socket_errors.items() if count]
         return ", ".join(parts)
+
+
+def combine(results: Sequence[WrkResult]) -> WrkResult:
+    """Several runs of one load as one: counts added; p50 the median, p90/p99/max the worst."""
+    if len(results) == 1:
+        return results[0]
+    requests = sum(r.requests for r in results)
+    statuses: dict[int, int] = {}
+    socket_errors: dict[str, int] = {}
+    for r in results:
+        for status, count in r.statuses.items():
+            statuses[status] = statuses.get(status, 0) + count
+        for kind, count in r.socket_errors.items():
+            socket_errors[kind] = socket_errors.get(kind, 0) + count
+    latency = {
+        "mean": sum(r.latency_ms["mean"] * r.requests for r in results) / max(requests, 1),
+        "p50": statistics.median(r.latency_ms["p50"] for r in results),
+        **{k: max(r.latency_ms[k] for r in results) for k in ("p90", "p99", "max")},
+    }
+    return WrkResult(requests, sum(r.seconds for r in results), statuses, socket_errors, latency)
 
 
 def require_wrk() -> None:
