@@ -29,6 +29,13 @@ class Scenario:
     def errors(self) -> int:
         return self.wrk.errors(self.allowed)
 
+    @property
+    def cpu_busy(self) -> float | None:
+        """The share of its CPU the server used: below 100%, it waited on something else."""
+        if self.cpu_ms_per_request is None:
+            return None
+        return self.wrk.rps * self.cpu_ms_per_request / 1000
+
 
 @dataclass
 class Probe:
@@ -129,7 +136,7 @@ class Report:
     def table(self) -> str:
         header = (
             "scenario", "conns", "req/s", "p50 ms", "p99 ms", "errors", "CPU ms/req",
-            "vs livez", "vs raw floor",
+            "CPU busy", "vs livez", "vs raw floor",
         )  # fmt: skip
         rows = [header]
         for s in self.scenarios.values():
@@ -142,6 +149,7 @@ class Report:
                     f"{s.wrk.latency_ms['p99']:.1f}",
                     str(s.errors) + (f" ({_shed(s)} shed)" if s.allowed else ""),
                     "-" if s.cpu_ms_per_request is None else f"{s.cpu_ms_per_request:.2f}",
+                    _percent(s.cpu_busy),
                     _percent(self.ratio(s.name, FLOOR)),
                     _percent(self.ratio(s.name, RAW_FLOOR)),
                 )
@@ -210,6 +218,7 @@ class Report:
                     "errors": s.errors,
                     "shed": _shed(s),
                     "cpu_ms_per_request": s.cpu_ms_per_request,
+                    "cpu_busy": s.cpu_busy,
                     "vs_livez": self.ratio(s.name, FLOOR),
                     "vs_raw_floor": self.ratio(s.name, RAW_FLOOR),
                 }
