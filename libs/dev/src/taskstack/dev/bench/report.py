@@ -169,6 +169,15 @@ class Report:
         lines.append(
             "RSS after the run: " + ", ".join(f"{k} {v:.0f} MB" for k, v in self.rss_mb.items())
         )
+        busiest = max(
+            (s for s in self.scenarios.values() if s.wrk.client_busy is not None),
+            key=lambda s: s.wrk.client_busy or 0.0,
+            default=None,
+        )
+        if busiest is not None:
+            lines.append(
+                f"wrk's own CPU, highest: {busiest.wrk.client_busy:.0%} of CPU 1 ({busiest.name})"
+            )
         if self.hash_ms is not None:
             lines.append(f"bcrypt verify at the configured cost: {self.hash_ms:.0f} ms")
         if self.probe is not None:
@@ -219,6 +228,7 @@ class Report:
                     "shed": _shed(s),
                     "cpu_ms_per_request": s.cpu_ms_per_request,
                     "cpu_busy": s.cpu_busy,
+                    "wrk_busy": s.wrk.client_busy,
                     "vs_livez": self.ratio(s.name, FLOOR),
                     "vs_raw_floor": self.ratio(s.name, RAW_FLOOR),
                 }

@@ -1,6 +1,8 @@
 """Debian's wrk as the load generator: pinned to the load CPU, scripted in Lua, read as JSON."""
 
+import dataclasses
 import json
+import resource
 import shutil
 import statistics
 import subprocess
@@ -31,6 +33,14 @@ class WrkResult:
     statuses: dict[int, int]
     socket_errors: dict[str, int]
     latency_ms: dict[str, float]  # mean, max, p50, p90, p99
+    client_cpu_seconds: float | None = None  # wrk's own, when it ran alone
+
+    @property
+    def client_busy(self) -> float | None:
+        """The share of its CPU wrk used: near 100%, the load generator was the limit."""
+        if self.client_cpu_seconds is None or not self.seconds:
+            return None
+        return self.client_cpu_seconds / self.seconds
 
     @property
     def rps(self) -> float:
@@ -70,7 +80,15 @@ def combine(results: Sequence[WrkResult]) -> WrkResult:
         "p50": statistics.median(r.latency_ms["p50"] for r in results),
         **{k: max(r.latency_ms[k] for r in results) for k in ("p90", "p99", "max")},
     }
-    return WrkResult(requests, sum(r.seconds for r in results), statuses, socket_errors, latency)
+    cpu = [r.client_cpu_seconds for r in results]
+    return WrkResult(
+        requests,
+        sum(r.seconds for r in results),
+        statuses,
+        socket_errors,
+        latency,
+        None if None in cpu else sum(c for c in cpu if c is not None),
+    )
 
 
 def require_wrk() -> None:
@@ -156,4 +174,12 @@ def finish(process: subprocess.Popen[str], scenario: str) -> WrkResult:
 
 
 def run(url: str, script: Path, *, connections: int, seconds: int, scenario: str) -> WrkResult:
-    return finish(start(url, script, connections=connections, seconds=seconds), scenario)
+    """One wrk run on its own, its CPU time included (it is the only child reaped meanwhile)."""
+    before = _children_cpu()
+    result = finish(start(url, script, connections=connections, seconds=seconds), scenario)
+    return dataclasses.replace(result, client_cpu_seconds=_children_cpu() - before)
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
