@@ -83,6 +83,16 @@ class Server:
             process.wait()
 
 
+def cpu_busy_seconds(cpu: int) -> float:
+    """Seconds CPU ``cpu`` has spent on any process since boot (proc(5), /proc/stat)."""
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *ticks = line.split()
+        if name == f"cpu{cpu}":
+            user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, ticks[:8])
+            return (user + nice + system + irq + softirq + steal) / _TICKS
+    raise RuntimeError(f"no CPU {cpu} in /proc/stat")
+
+
 def launch(name: str, factory: str, env: dict[str, str], log_dir: Path) -> Server:
     """Start ``uvicorn --factory``: one worker, pinned to the server CPU from its first instruction.
 

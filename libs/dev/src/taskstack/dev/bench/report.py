@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from taskstack.dev.bench.processes import SERVER_CPU
 from taskstack.dev.bench.wrk import WrkResult
 
 MB = 1024 * 1024
@@ -24,6 +25,9 @@ class Scenario:
     wrk: WrkResult
     cpu_ms_per_request: float | None
     allowed: frozenset[int] = frozenset()
+    # The share of the server's CPU that other processes took meanwhile (PostgreSQL,
+    # anything else running on the machine): what the server could not have.
+    others_busy: float | None = None
 
     @property
     def errors(self) -> int:
@@ -136,7 +140,7 @@ class Report:
     def table(self) -> str:
         header = (
             "scenario", "conns", "req/s", "p50 ms", "p99 ms", "errors", "CPU ms/req",
-            "CPU busy", "vs livez", "vs raw floor",
+            "CPU busy", "others", "vs livez", "vs raw floor",
         )  # fmt: skip
         rows = [header]
         for s in self.scenarios.values():
@@ -150,6 +154,7 @@ class Report:
                     str(s.errors) + (f" ({_shed(s)} shed)" if s.allowed else ""),
                     "-" if s.cpu_ms_per_request is None else f"{s.cpu_ms_per_request:.2f}",
                     _percent(s.cpu_busy),
+                    _percent(s.others_busy),
                     _percent(self.ratio(s.name, FLOOR)),
                     _percent(self.ratio(s.name, RAW_FLOOR)),
                 )
@@ -165,6 +170,10 @@ class Report:
         ]
         lines.insert(1, "  ".join("-" * w for w in widths))
         lines[:0] = [*heading, ""]
+        lines.append(
+            f"CPU busy: the server's share of CPU {SERVER_CPU}; others: what other processes "
+            f"(PostgreSQL, the rest of the machine) took of CPU {SERVER_CPU} meanwhile"
+        )
         lines.append("")
         lines.append(
             "RSS after the run: " + ", ".join(f"{k} {v:.0f} MB" for k, v in self.rss_mb.items())
@@ -229,6 +238,7 @@ class Report:
                     "cpu_ms_per_request": s.cpu_ms_per_request,
                     "cpu_busy": s.cpu_busy,
                     "wrk_busy": s.wrk.client_busy,
+                    "others_busy": s.others_busy,
                     "vs_livez": self.ratio(s.name, FLOOR),
                     "vs_raw_floor": self.ratio(s.name, RAW_FLOOR),
                 }

@@ -23,7 +23,7 @@ from taskstack.dev.bench.environment import (
     server_version,
     service_env,
 )
-from taskstack.dev.bench.processes import Server, launch
+from taskstack.dev.bench.processes import SERVER_CPU, Server, cpu_busy_seconds, launch
 from taskstack.dev.bench.report import MB, Report, Scenario
 from taskstack.dev.bench.seed import DataSet, password_hash, seed
 from taskstack.dev.bench.signins import SHED
@@ -219,23 +219,27 @@ class _Run:
                 self.check(Scenario(name, title, server_name, conns, warm, None), "warm-up")
         results: dict[str, list[wrk.WrkResult]] = {name: [] for name, *_ in loads}
         cpu = dict.fromkeys(results, 0.0)
+        cpu0 = dict.fromkeys(results, 0.0)
         for round_number in range(1, rounds + 1):
             if rounds > 1:
                 _say(f"round {round_number} of {rounds}: {seconds} s each")
             for name, _title, server_name, _requests in loads:
                 server = self.servers[server_name]
-                before = server.cpu_seconds()
+                before, cpu0_before = server.cpu_seconds(), cpu_busy_seconds(SERVER_CPU)
                 results[name].append(
                     wrk.run(
                         server.url, scripts[name], connections=conns, seconds=seconds, scenario=name
                     )
                 )
                 cpu[name] += server.cpu_seconds() - before
+                cpu0[name] += cpu_busy_seconds(SERVER_CPU) - cpu0_before
         for name, title, server_name, _requests in loads:
             result = wrk.combine(results[name])
             scenario = Scenario(
                 name, title, server_name, conns, result, _per_request(cpu[name], result.requests)
             )
+            if result.seconds:
+                scenario.others_busy = max(0.0, (cpu0[name] - cpu[name]) / result.seconds)
             self.report.add(scenario)
             self.check(scenario, "run")
 
