@@ -10,7 +10,7 @@ session does, after the route returns.
 import uuid
 from typing import Any, TypeVar
 
-from sqlalchemy import Delete, Update, bindparam, delete, func, insert, select, update
+from sqlalchemy import Delete, Insert, Update, bindparam, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from taskstack.common.errors import AppError, NotFound, PreconditionFailed
@@ -47,17 +47,37 @@ def _columns_of(data: TaskCreate) -> dict[str, Any]:
     }
 
 
+def _insert(completed: bool) -> Insert:
+    # Column values come with each execution; the timestamps are the server's.
+    return (
+        insert(task_table)
+        .values(
+            created_at=func.now(),
+            updated_at=func.now(),
+            completed_at=func.now() if completed else None,
+        )
+        .returning(*TASK_COLUMNS)
+    )
+
+
+# Built once (see _ONE_TASK below), one for a task created completed, one for an open one.
+_INSERTS = {completed: _insert(completed) for completed in (False, True)}
+
+
 async def create_task(
     connection: AsyncConnection, owner: uuid.UUID, data: TaskCreate
 ) -> TaskPublic:
-    values = _columns_of(data)
-    values["completed_at"] = func.now() if data.completed else None
-    statement = (
-        insert(task_table)
-        .values(id=new_id(), owner_id=owner, created_at=func.now(), updated_at=func.now(), **values)
-        .returning(*TASK_COLUMNS)
-    )
-    created = to_public((await connection.execute(statement)).one())
+    values = {
+        "id": new_id(),
+        "owner_id": owner,
+        "title": data.title,
+        "description": data.description,
+        "completed": data.completed,
+        "priority": data.priority.rank,
+        "due_at": data.due_at,
+        "tags": data.tags,
+    }
+    created = to_public((await connection.execute(_INSERTS[data.completed], values)).one())
     TASKS_CREATED.inc()
     count_completion(created)
     return created
