@@ -1,6 +1,9 @@
 """The password policy and the hasher, without HTTP."""
 
 import asyncio
+import os
+import threading
+import time
 
 import pytest
 
@@ -83,3 +86,35 @@ def test_a_full_queue_answers_503_at_once() -> None:
     outcomes = asyncio.run(burst())
     assert outcomes.count("hash") == 2  # one hashing, one waiting
     assert outcomes.count(ServiceUnavailable.__name__) == 3
+
+
+def test_a_hash_that_waits_too_long_answers_503() -> None:
+    async def burst() -> tuple[list[str], float]:
+        h = PasswordHasher(
+            pepper="pepper", cost=12, concurrency=1, queue_limit=8, queue_timeout=0.05
+        )
+        started = time.perf_counter()
+        first = asyncio.ensure_future(h.hash("correct horse"))
+        await asyncio.sleep(0.01)  # the first one holds the only thread
+        waiting = await asyncio.gather(
+            *(h.hash("correct horse") for _ in range(3)), return_exceptions=True
+        )
+        refused_after = time.perf_counter() - started
+        await first
+        h.close()
+        return [type(r).__name__ for r in waiting], refused_after
+
+    outcomes, refused_after = asyncio.run(burst())
+    assert outcomes == [ServiceUnavailable.__name__] * 3
+    assert refused_after < 1.0  # the timeout, not the queue ahead (a cost-12 hash)
+
+
+def test_hashing_threads_yield_to_the_event_loop() -> None:
+    async def niceness() -> tuple[int, int]:
+        h = hasher(concurrency=1)
+        inside = await h._run(lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        h.close()
+        return inside, os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    inside, loop = asyncio.run(niceness())
+    assert inside > loop

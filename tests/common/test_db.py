@@ -4,6 +4,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import psycopg
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL
@@ -11,6 +12,7 @@ from sqlalchemy.engine import URL
 from taskstack.common.db import is_transient
 from tests.common.conftest import count_notes
 from tests.common.demo import LOSE_CONNECTION_AT_COMMIT, Faults, demo_app
+from tests.support.postgres import PostgresServer
 from tests.support.servers import serve
 from tests.support.tcp_proxy import tcp_proxy
 
@@ -153,3 +155,28 @@ def test_a_database_that_stops_answering_gives_503_within_the_connect_timeout(
 
 def test_only_transient_database_errors_are_retried() -> None:
     assert not is_transient(ValueError("not a database error"))
+
+
+def test_connections_the_server_dropped_are_replaced_without_a_failed_request(
+    clean_demo_database: URL, postgres: PostgresServer
+) -> None:
+    """With pre-ping turned off, a dead pooled connection costs a replay, not an error."""
+    app, _ = demo_app(clean_demo_database, database_pool_size=4, database_pool_pre_ping=False)
+    assert app.state.database.engine.pool._pre_ping is False
+    with serve(app) as base_url, ThreadPoolExecutor(4) as pool:
+
+        def create(text: str) -> int:
+            return httpx.post(
+                f"{base_url}/v1/demo/notes", json={"text": text}, timeout=10
+            ).status_code
+
+        assert set(pool.map(create, [f"warm {i}" for i in range(16)])) == {201}
+        with psycopg.connect(postgres.libpq(clean_demo_database), autocommit=True) as conn:
+            killed = conn.execute(
+                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE application_name = 'taskstack-demo' AND datname = current_database()"
+            ).fetchone()
+        assert killed is not None and killed[0] >= 2
+        after = list(pool.map(create, [f"after {i}" for i in range(16)]))
+    assert after == [201] * 16
+    assert count_notes(clean_demo_database) == 32

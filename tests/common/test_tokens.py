@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -270,3 +271,49 @@ def test_jwks_entries_for_other_algorithms_are_ignored(mint: TokenMint) -> None:
         ]
     }
     assert set(public_keys_from_jwks(document)) == {mint.kid}
+
+
+def test_a_verified_token_is_checked_once_then_refused_once_expired(
+    mint: TokenMint, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    verifier = TokenVerifier(mint.key_set(), issuer=ISSUER, audience=AUDIENCE, leeway=0)
+    decoded = 0
+    decode = jwt.decode
+
+    def counting_decode(*args: Any, **kwargs: Any) -> Any:
+        nonlocal decoded
+        decoded += 1
+        return decode(*args, **kwargs)
+
+    monkeypatch.setattr(jwt, "decode", counting_decode)
+    expires = int(time.time()) + 2
+    token = mint.token(claims={"exp": expires})
+    for _ in range(5):
+        asyncio.run(verifier.verify(token))
+    assert decoded == 1
+    time.sleep(max(0.0, expires - time.time()) + 0.1)
+    assert refused(verifier, token) == "expired"
+
+
+def test_the_cache_keys_on_the_whole_token(mint: TokenMint, verifier: TokenVerifier) -> None:
+    token = mint.token()
+    asyncio.run(verifier.verify(token))
+    header, payload, _ = token.split(".")
+    forged = TokenMint(kid=mint.kid).token().split(".")[2]
+    assert refused(verifier, f"{header}.{payload}.{forged}") == "signature"
+
+
+def test_a_cached_token_of_a_retired_key_is_refused(mint: TokenMint) -> None:
+    keys = mint.key_set()
+    verifier = TokenVerifier(keys, issuer=ISSUER, audience=AUDIENCE)
+    token = mint.token()
+    asyncio.run(verifier.verify(token))
+    keys.keys.clear()
+    assert refused(verifier, token) == "unknown_kid"
+
+
+def test_the_token_cache_is_bounded(mint: TokenMint) -> None:
+    verifier = TokenVerifier(mint.key_set(), issuer=ISSUER, audience=AUDIENCE, cache_size=3)
+    for _ in range(10):
+        asyncio.run(verifier.verify(mint.token()))
+    assert verifier._verified is not None and len(verifier._verified) == 3

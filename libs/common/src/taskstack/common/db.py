@@ -4,7 +4,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
@@ -13,7 +13,7 @@ from fastapi import Depends, Request
 from sqlalchemy import NullPool, event, text
 from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from taskstack.common.errors import ServiceUnavailable
@@ -68,7 +68,7 @@ class Database:
             pool_size=settings.database_pool_size,
             max_overflow=settings.database_max_overflow,
             pool_timeout=settings.database_pool_timeout,
-            pool_pre_ping=True,
+            pool_pre_ping=settings.database_pool_pre_ping,
             connect_args=connect_args,
         )
         # Readiness and start-up open their own short-lived connection, so they
@@ -105,8 +105,7 @@ class Database:
         }
 
     @asynccontextmanager
-    async def session(self) -> AsyncIterator[AsyncSession]:
-        """A session whose transaction commits on success and rolls back on any error."""
+    async def _slot(self) -> AsyncIterator[None]:
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self._acquire_timeout):
@@ -116,44 +115,66 @@ class Database:
         finally:
             self._wait.observe(time.perf_counter() - started)
         try:
-            async with AsyncSession(self.engine, expire_on_commit=False) as session:
-                await self._connect(session)
-                try:
-                    yield session
-                except BaseException:
-                    await session.rollback()
-                    raise
-                try:
-                    await session.commit()
-                except DBAPIError as exc:
-                    if _commit_outcome_unknown(exc):
-                        # Not retried: replaying a write that may have landed could apply it twice.
-                        raise ServiceUnavailable(
-                            "The database connection was lost while committing; "
-                            "the change may or may not have been applied."
-                        ) from exc
-                    raise
+            yield
         finally:
             self._slots.release()
 
-    async def _connect(self, session: AsyncSession) -> None:
-        """Give the session its connection (pre-ping, or a new connect) within the connect
-        timeout: a database that takes bytes and never answers (a hung server, a
-        half-open connection) would otherwise hold the request, and a pool slot, forever.
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[AsyncSession]:
+        """A session whose transaction commits on success and rolls back on any error."""
+        async with self._slot(), AsyncSession(self.engine, expire_on_commit=False) as session:
+            await self._within_connect_timeout(session.connection())
+            try:
+                yield session
+            except BaseException:
+                await session.rollback()
+                raise
+            await _commit(session)
+
+    @asynccontextmanager
+    async def connection(self, *, autocommit: bool = False) -> AsyncIterator[AsyncConnection]:
+        """A Core connection in a transaction that commits on success, rolls back on any error.
+
+        Cheaper than a session for code that needs no ORM. With ``autocommit``
+        every statement is its own transaction: a request that runs one
+        statement saves the BEGIN and COMMIT round trips (on the tasks list
+        these were about a third of the time spent per request).
         """
-        checkout = asyncio.ensure_future(session.connection())
+        async with self._slot():
+            connection = self.engine.connect()
+            await self._within_connect_timeout(connection.start())
+            try:
+                if autocommit:
+                    await connection.execution_options(isolation_level="AUTOCOMMIT")
+                try:
+                    yield connection
+                except BaseException:
+                    await connection.rollback()
+                    raise
+                await _commit(connection)
+            finally:
+                await connection.close()
+
+    async def _within_connect_timeout(self, checkout: Coroutine[Any, Any, Any]) -> None:
+        """Get a connection (pre-ping, or a new connect) within the connect timeout.
+
+        A database that takes bytes and never answers (a hung server, a
+        half-open connection) would otherwise hold the request, and a pool
+        slot, forever.
+        """
+        task = asyncio.ensure_future(checkout)
         try:
-            done, _ = await asyncio.wait({checkout}, timeout=self._connect_timeout)
+            done, _ = await asyncio.wait({task}, timeout=self._connect_timeout)
             if not done:
-                await _abandon(checkout)
+                await _abandon(task)
         except BaseException:
-            await _abandon(checkout)
+            await _abandon(task)
             raise
         if not done:
-            if not checkout.cancelled():
-                checkout.exception()  # the caller hears of the timeout instead
+            if not task.cancelled():
+                task.exception()  # the caller hears of the timeout instead
             raise ServiceUnavailable("The database did not answer in time.")
-        checkout.result()
+        task.result()
 
     async def ping(self) -> bool:
         """Whether the database answers a trivial query within the readiness timeout."""
@@ -202,6 +223,29 @@ async def _abandon(task: asyncio.Future[Any]) -> None:
         task.cancel()
         await asyncio.wait({task}, timeout=0.1)
     await asyncio.wait({task})
+
+
+async def _commit(transaction: AsyncSession | AsyncConnection) -> None:
+    try:
+        await transaction.commit()
+    except DBAPIError as exc:
+        if _commit_outcome_unknown(exc):
+            # Not retried: replaying a write that may have landed could apply it twice.
+            raise ServiceUnavailable(
+                "The database connection was lost while committing; "
+                "the change may or may not have been applied."
+            ) from exc
+        raise
+
+
+async def _database(request: Request) -> Database:
+    database: Database = request.app.state.database
+    return database
+
+
+# For routes that open their own short transactions (Database.session or
+# Database.connection) rather than hold one for the whole request.
+DatabaseDep = Annotated[Database, Depends(_database)]
 
 
 async def _request_session(request: Request) -> AsyncIterator[AsyncSession]:

@@ -14,6 +14,7 @@ from taskstack.common.settings import (
     describe_settings_error,
     normalize_database_url,
 )
+from taskstack.dev.bench.command import add_bench_command
 from taskstack.dev.errors import CliError, first_line
 from taskstack.dev.keys import add_keys_commands
 from taskstack.dev.services import SERVICES
@@ -85,6 +86,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     migrate.set_defaults(run=_migrate)
     add_keys_commands(commands)
+    add_bench_command(commands)
     return parser
 
 

@@ -11,6 +11,13 @@ from taskstack.common.settings import DEVELOPMENT_SECRET_MARKER, Environment, Se
 MINIMUM_PRODUCTION_BCRYPT_COST = 12
 
 
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 2
+
+
 class AuthSettings(ServiceSettings):
     # A directory of "<kid>.pem" EC P-256 private keys (a mounted Secret): every
     # key is published in the JWKS; the one named by AUTH_SIGNING_KEY_ID signs.
@@ -21,8 +28,12 @@ class AuthSettings(ServiceSettings):
     auth_bcrypt_cost: int = Field(default=12, ge=4, le=16)
     # Hashing runs in threads: this many at once, and at most this many waiting
     # (further logins get a fast 503 instead of a growing queue).
-    auth_hash_concurrency: int = Field(default=os.cpu_count() or 2, ge=1, le=64)
+    # The default is the cores this process may run on (its CPU affinity), not
+    # the machine's: more hashing threads than cores only queue inside the OS.
+    auth_hash_concurrency: int = Field(default_factory=_usable_cores, ge=1, le=64)
     auth_hash_queue_limit: int = Field(default=32, ge=0, le=10_000)
+    # The longest a sign-in waits for a hashing thread before its fast 503.
+    auth_hash_queue_timeout_seconds: float = Field(default=2.0, gt=0, le=60)
 
     auth_access_token_seconds: int = Field(default=600, ge=60, le=3600)
     auth_refresh_token_absolute_seconds: int = Field(default=30 * 86400, ge=60)

@@ -1,4 +1,8 @@
-"""Annotated dependency aliases of the auth routes."""
+"""Annotated dependency aliases of the auth routes.
+
+``async def`` even where nothing is awaited: FastAPI runs a plain ``def``
+dependency in its thread pool, a hand-off per request for nothing.
+"""
 
 from typing import Annotated
 
@@ -10,12 +14,12 @@ from taskstack.common.db import SessionDep
 from taskstack.common.tokens import CurrentToken, Unauthorized
 
 
-def _auth(request: Request) -> Auth:
+async def _auth(request: Request) -> Auth:
     auth: Auth = request.app.state.auth
     return auth
 
 
-def _client_ip(request: Request) -> str:
+async def _client_ip(request: Request) -> str:
     # uvicorn has already replaced the peer with X-Forwarded-For's client when,
     # and only when, the peer is a trusted proxy (FORWARDED_ALLOW_IPS).
     return request.client.host if request.client else "unknown"

@@ -34,6 +34,7 @@ def create_app(settings: AuthSettings | None = None) -> FastAPI:
                 cost=settings.auth_bcrypt_cost,
                 concurrency=settings.auth_hash_concurrency,
                 queue_limit=settings.auth_hash_queue_limit,
+                queue_timeout=settings.auth_hash_queue_timeout_seconds,
             )
         )
         app.state.auth = Auth(settings, keys, hasher, Throttle(settings))
@@ -42,8 +43,12 @@ def create_app(settings: AuthSettings | None = None) -> FastAPI:
             issuer=settings.token_issuer,
             audience=settings.token_audience,
             leeway=settings.token_leeway_seconds,
+            cache_size=settings.token_cache_size,
         )
-        yield
+        try:
+            yield
+        finally:
+            hasher.close()
 
     return create_service_app(
         name="auth",

@@ -11,12 +11,17 @@ Password Storage Cheat Sheet describes: nothing is silently truncated, and a
 stolen database alone cannot be attacked offline.
 """
 
+import asyncio
 import base64
+import contextlib
 import functools
 import hashlib
 import hmac
+import os
+import threading
 import unicodedata
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 import anyio
@@ -72,13 +77,35 @@ def bcrypt_cost(password_hash: str) -> int:
 
 
 class PasswordHasher:
-    """bcrypt in a bounded thread pool, so hashing never stalls the event loop."""
+    """bcrypt in a bounded thread pool, so hashing never stalls the event loop.
 
-    def __init__(self, *, pepper: str, cost: int, concurrency: int, queue_limit: int):
+    At most ``concurrency`` hashes run at once (bcrypt holds a core each), at
+    most ``queue_limit`` wait, and none waits longer than ``queue_timeout``
+    seconds: past either bound a sign-in gets a fast 503 with Retry-After
+    instead of joining a queue that only grows while clients time out.
+    """
+
+    def __init__(
+        self,
+        *,
+        pepper: str,
+        cost: int,
+        concurrency: int,
+        queue_limit: int,
+        queue_timeout: float = 2.0,
+    ):
         self._pepper = pepper.encode("utf-8")
         self.cost = cost
         self._limiter = anyio.CapacityLimiter(concurrency)
+        # Threads of their own, at a lower scheduling priority: a hash that
+        # shares a core with the event loop then yields to it. With equal
+        # priority a sign-in storm took two thirds of the core and the JWKS's
+        # p99 went from 15 to 80 ms, a refresh's from 68 ms to 1.2 s.
+        self._threads = ThreadPoolExecutor(
+            concurrency, thread_name_prefix="bcrypt", initializer=_lower_priority
+        )
         self._queue_limit = queue_limit
+        self._queue_timeout = queue_timeout
         self._in_flight = 0
         # Verified against when the account does not exist, so that an unknown
         # e-mail costs exactly what a wrong password does.
@@ -98,14 +125,43 @@ class PasswordHasher:
         matches = await self._run(lambda: bcrypt.checkpw(prehashed, expected))
         return matches and password_hash is not None and password != ""
 
+    def close(self) -> None:
+        self._threads.shutdown(wait=False, cancel_futures=True)
+
     def needs_rehash(self, password_hash: str) -> bool:
         return bcrypt_cost(password_hash) < self.cost
 
-    async def _run(self, work: Callable[[], T]) -> T:
+    def refuse_when_full(self) -> None:
+        """Raise the 503 now if a hash would be refused: before the request's database work,
+        so that a refused sign-in costs next to nothing."""
         if self._in_flight >= self._limiter.total_tokens + self._queue_limit:
-            raise ServiceUnavailable("Too many sign-ins at once; try again shortly.")
+            raise _overloaded()
+
+    async def _run(self, work: Callable[[], T]) -> T:
+        self.refuse_when_full()
         self._in_flight += 1
         try:
-            return await anyio.to_thread.run_sync(work, limiter=self._limiter)
+            try:
+                with anyio.fail_after(self._queue_timeout):
+                    await self._limiter.acquire()
+            except TimeoutError:
+                raise _overloaded() from None
+            try:
+                return await asyncio.get_running_loop().run_in_executor(self._threads, work)
+            finally:
+                self._limiter.release()
         finally:
             self._in_flight -= 1
+
+
+HASH_THREAD_NICENESS = 10
+
+
+def _lower_priority() -> None:
+    # Linux schedules threads individually: this lowers only the hashing thread.
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HASH_THREAD_NICENESS)
+
+
+def _overloaded() -> ServiceUnavailable:
+    return ServiceUnavailable("Too many sign-ins at once; try again shortly.")

@@ -8,9 +8,9 @@ from fastapi.responses import JSONResponse
 from taskstack.auth.dependencies import AuthDep, ClientIP, CurrentUser
 from taskstack.auth.models import OAuthError, PasswordChange, Registration, TokenPair, UserPublic
 from taskstack.auth.service import Grant
-from taskstack.common.db import SessionDep
+from taskstack.common.db import DatabaseDep, SessionDep
 from taskstack.common.errors import AppError, Problem
-from taskstack.common.tokens import TOKEN_PATH
+from taskstack.common.tokens import TOKEN_PATH, CurrentToken
 
 router = APIRouter(prefix="/v1/auth", tags=["auth"])
 well_known = APIRouter(prefix="/.well-known", tags=["discovery"])
@@ -62,9 +62,9 @@ _SESSION_LINKS = {
     },
 )
 async def register(
-    body: Registration, session: SessionDep, auth: AuthDep, client_ip: ClientIP
+    body: Registration, database: DatabaseDep, auth: AuthDep, client_ip: ClientIP
 ) -> UserPublic | Response:
-    user = await auth.register(session, body, client_ip)
+    user = await auth.register(database.session, body, client_ip)
     if isinstance(user, AppError):
         return user.response()
     return UserPublic.model_validate(user, from_attributes=True)
@@ -108,7 +108,7 @@ def _form_requires(**properties: dict[str, Any]) -> dict[str, Any]:
 )
 async def token(
     request: Request,
-    session: SessionDep,
+    database: DatabaseDep,
     auth: AuthDep,
     client_ip: ClientIP,
     grant_type: Annotated[str | None, Form()] = None,
@@ -122,11 +122,15 @@ async def token(
     if grant_type == "password":
         if not username or password is None:
             return _oauth_error("invalid_request", "username and password are required.")
-        return _token_answer(await auth.password_grant(session, username, password, client_ip))
+        return _token_answer(
+            await auth.password_grant(database.session, username, password, client_ip)
+        )
     if grant_type == "refresh_token":
         if not refresh_token:
             return _oauth_error("invalid_request", "refresh_token is required.")
-        return _token_answer(await auth.refresh_grant(session, refresh_token, client_ip))
+        async with database.session() as session:
+            answer = await auth.refresh_grant(session, refresh_token, client_ip)
+        return _token_answer(answer)
     if grant_type is None:
         return _oauth_error("invalid_request", "grant_type is required.")
     return _oauth_error("unsupported_grant_type", "Use grant_type password or refresh_token.")
@@ -170,13 +174,13 @@ async def me(user: CurrentUser) -> UserPublic:
 )
 async def change_password(
     body: PasswordChange,
-    user: CurrentUser,
-    session: SessionDep,
+    token: CurrentToken,
+    database: DatabaseDep,
     auth: AuthDep,
     client_ip: ClientIP,
 ) -> Response:
     refused = await auth.change_password(
-        session, user, body.current_password, body.new_password, client_ip
+        database.session, token.subject, body.current_password, body.new_password, client_ip
     )
     return refused.response() if refused else Response(status_code=204)
 

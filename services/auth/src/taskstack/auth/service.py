@@ -2,17 +2,20 @@
 
 No FastAPI here. The outcomes that must still commit (a failed login is
 counted even though the answer is an error) are returned, not raised: a
-raised error rolls the request's transaction back.
+raised error rolls the request's transaction back. Flows that hash a password
+open their own short transactions around the hash (see ``Sessions``).
 """
 
 import logging
 import uuid
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import func
+from sqlalchemy import func, update
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import select
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from taskstack.auth import refresh_tokens
@@ -23,6 +26,8 @@ from taskstack.auth.models import MAX_EMAIL_LENGTH, Registration, TokenPair, Use
 from taskstack.auth.passwords import PasswordHasher, password_problem
 from taskstack.auth.throttle import Throttle, storable_text
 from taskstack.common.errors import BadRequest, Conflict, TooManyRequests, UnprocessableContent
+from taskstack.common.models import utc_now
+from taskstack.common.tokens import Unauthorized
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +39,10 @@ class Grant:
     error: str
     description: str
 
+
+# Opens a short transaction (``Database.session``): the flows that hash a
+# password open one before and one after, never across the hash.
+Sessions = Callable[[], AbstractAsyncContextManager[AsyncSession]]
 
 INVALID_CREDENTIALS = Grant("invalid_grant", "The e-mail address or password is not correct.")
 INVALID_REFRESH_TOKEN = Grant("invalid_grant", "The refresh token is not valid.")
@@ -71,54 +80,74 @@ class Auth:
         )
 
     async def register(
-        self, session: AsyncSession, request: Registration, client_ip: str
+        self, sessions: Sessions, request: Registration, client_ip: str
     ) -> User | Conflict:
         if problem := password_problem(request.password, email=request.email):
             raise UnprocessableContent(problem)
         # Every attempt counts, a taken e-mail included (so registration cannot
-        # be used to test addresses faster than the limit allows).
-        if retry_after := await self.throttle.retry_after(
-            session, [self.throttle.register_ip.key(client_ip)]
-        ):
-            REGISTRATIONS.labels("throttled").inc()
-            raise _throttled(retry_after, client_ip)
-        await self.throttle.record_failure(session, self.throttle.register_ip, client_ip)
-        if await find_user_by_email(session, request.email) is not None:
+        # be used to test addresses faster than the limit allows). Committed
+        # before hashing: no connection is held while bcrypt runs.
+        async with sessions() as session:
+            if retry_after := await self.throttle.retry_after(
+                session, [self.throttle.register_ip.key(client_ip)]
+            ):
+                REGISTRATIONS.labels("throttled").inc()
+                raise _throttled(retry_after, client_ip)
+            await self.throttle.record_failure(session, self.throttle.register_ip, client_ip)
+            taken = await find_user_by_email(session, request.email) is not None
+        if taken:
             REGISTRATIONS.labels("conflict").inc()
             return Conflict("An account with this e-mail address exists.")
         user = User(email=request.email, password_hash=await self.hasher.hash(request.password))
-        session.add(user)
-        try:
-            await session.flush()
-        except IntegrityError:
-            raise Conflict("An account with this e-mail address exists.") from None
+        async with sessions() as session:
+            session.add(user)
+            try:
+                await session.flush()
+            except IntegrityError:
+                raise Conflict("An account with this e-mail address exists.") from None
         REGISTRATIONS.labels("created").inc()
         logger.info("account registered", extra={"user_id": str(user.id), "client_ip": client_ip})
         return user
 
     async def password_grant(
-        self, session: AsyncSession, email: str, password: str, client_ip: str
+        self, sessions: Sessions, email: str, password: str, client_ip: str
     ) -> TokenPair | Grant:
-        """Sign in. Unknown e-mail and wrong password look alike, in answer and in time."""
+        """Sign in. Unknown e-mail and wrong password look alike, in answer and in time.
+
+        Read, hash, write: the account is read in one short transaction and the
+        outcome written in another, so a storm of sign-ins never holds the
+        connections that refreshes need while bcrypt runs.
+        """
         email = _normalize_login(email)
         throttle = self.throttle
-        if retry_after := await throttle.retry_after(
-            session, [throttle.login_account.key(email), throttle.login_ip.key(client_ip)]
-        ):
-            LOGINS.labels("throttled").inc()
-            raise _throttled(retry_after, client_ip, email=email)
-        user = await find_user_by_email(session, email)
+        self.hasher.refuse_when_full()
+        async with sessions() as session:
+            if retry_after := await throttle.retry_after(
+                session, [throttle.login_account.key(email), throttle.login_ip.key(client_ip)]
+            ):
+                LOGINS.labels("throttled").inc()
+                raise _throttled(retry_after, client_ip, email=email)
+            user = await find_user_by_email(session, email)
         if not await self.hasher.verify(password, user.password_hash if user else None):
-            await throttle.record_failure(session, throttle.login_account, email)
-            await throttle.record_failure(session, throttle.login_ip, client_ip)
+            async with sessions() as session:
+                await throttle.record_failure(session, throttle.login_account, email)
+                await throttle.record_failure(session, throttle.login_ip, client_ip)
             LOGINS.labels("bad_credentials").inc()
             logger.info("login failed", extra={"email": email, "client_ip": client_ip})
             return INVALID_CREDENTIALS
         assert user is not None
-        await throttle.clear(session, throttle.login_account, email)
+        upgraded = None
         if self.hasher.needs_rehash(user.password_hash):
-            user.password_hash = await self.hasher.hash(password)
-        refresh_token = await refresh_tokens.start_family(session, user.id, self.lifetimes)
+            upgraded = await self.hasher.hash(password)
+        async with sessions() as session:
+            await throttle.clear(session, throttle.login_account, email)
+            if upgraded is not None:
+                await session.exec(
+                    update(User)
+                    .where(col(User.id) == user.id)
+                    .values(password_hash=upgraded, updated_at=utc_now())
+                )
+            refresh_token = await refresh_tokens.start_family(session, user.id, self.lifetimes)
         LOGINS.labels("success").inc()
         TOKENS_ISSUED.labels("password").inc()
         logger.info("login succeeded", extra={"user_id": str(user.id), "client_ip": client_ip})
@@ -143,25 +172,42 @@ class Auth:
             logger.info("session revoked")
 
     async def change_password(
-        self, session: AsyncSession, user: User, current: str, new: str, client_ip: str
+        self, sessions: Sessions, user_id: uuid.UUID, current: str, new: str, client_ip: str
     ) -> BadRequest | None:
-        """Replace the password and end every session; or say why the current one is refused."""
+        """Replace the password and end every session; or say why the current one is refused.
+
+        Like sign-in, no connection is held while a password is hashed.
+        """
         throttle = self.throttle
-        if retry_after := await throttle.retry_after(
-            session, [throttle.login_account.key(user.email)]
-        ):
-            raise _throttled(retry_after, client_ip, email=user.email)
+        async with sessions() as session:
+            user = await session.get(User, user_id)
+            if user is None:
+                raise Unauthorized("The access token's account no longer exists.")
+            if retry_after := await throttle.retry_after(
+                session, [throttle.login_account.key(user.email)]
+            ):
+                raise _throttled(retry_after, client_ip, email=user.email)
         if not await self.hasher.verify(current, user.password_hash):
-            await throttle.record_failure(session, throttle.login_account, user.email)
+            async with sessions() as session:
+                await throttle.record_failure(session, throttle.login_account, user.email)
             logger.info(
                 "password change refused", extra={"user_id": str(user.id), "client_ip": client_ip}
             )
             return BadRequest("The current password is not correct.")
         if problem := password_problem(new, email=user.email):
             raise UnprocessableContent(problem)
-        user.password_hash = await self.hasher.hash(new)
-        user.version += 1
-        await refresh_tokens.revoke_all(session, user.id)
+        password_hash = await self.hasher.hash(new)
+        async with sessions() as session:
+            await session.exec(
+                update(User)
+                .where(col(User.id) == user.id)
+                .values(
+                    password_hash=password_hash,
+                    version=col(User.version) + 1,
+                    updated_at=utc_now(),
+                )
+            )
+            await refresh_tokens.revoke_all(session, user.id)
         logger.info("password changed; sessions ended", extra={"user_id": str(user.id)})
         return None
 

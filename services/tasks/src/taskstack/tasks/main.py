@@ -50,6 +50,7 @@ class TokenKeys:
                 issuer=settings.token_issuer,
                 audience=settings.token_audience,
                 leeway=settings.token_leeway_seconds,
+                cache_size=settings.token_cache_size,
             )
             refresher = asyncio.create_task(keys.run(), name="jwks-refresh")
             try:

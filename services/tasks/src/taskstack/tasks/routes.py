@@ -14,6 +14,7 @@ from taskstack.tasks.dependencies import (
     IfNoneMatch,
     OwnedTask,
     OwnerId,
+    ReadConnection,
     TaskId,
 )
 from taskstack.tasks.etags import etag
@@ -85,7 +86,7 @@ async def list_my_tasks(
     request: Request,
     response: Response,
     owner: OwnerId,
-    connection: Connection,
+    connection: ReadConnection,
     context: Context,
 ) -> TaskPage:
     page = await list_tasks(connection, owner, params, context.cursor_codec)

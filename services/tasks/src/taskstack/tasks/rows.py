@@ -3,7 +3,7 @@
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, RowMapping
+from sqlalchemy import ColumnElement, Row
 
 from taskstack.tasks.models import Priority, TaskPublic, task_table
 
@@ -27,18 +27,18 @@ def _utc(value: datetime | None) -> datetime | None:
     return value.astimezone(UTC) if value is not None else None
 
 
-def to_public(row: RowMapping) -> TaskPublic:
+def to_public(row: Row[Any]) -> TaskPublic:
     # model_construct: the row comes from our own table and needs no re-validation.
     return TaskPublic.model_construct(
-        id=row["id"],
-        title=row["title"],
-        description=row["description"],
-        completed=row["completed"],
-        completed_at=_utc(row["completed_at"]),
-        priority=Priority.from_rank(row["priority"]),
-        due_at=_utc(row["due_at"]),
-        tags=list(row["tags"]),
-        created_at=row["created_at"].astimezone(UTC),
-        updated_at=row["updated_at"].astimezone(UTC),
-        version=row["version"],
+        id=row.id,
+        title=row.title,
+        description=row.description,
+        completed=row.completed,
+        completed_at=_utc(row.completed_at),
+        priority=Priority.from_rank(row.priority),
+        due_at=_utc(row.due_at),
+        tags=list(row.tags),
+        created_at=row.created_at.astimezone(UTC),
+        updated_at=row.updated_at.astimezone(UTC),
+        version=row.version,
     )

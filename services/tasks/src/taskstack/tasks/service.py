@@ -10,7 +10,7 @@ session does, after the route returns.
 import uuid
 from typing import Any, TypeVar
 
-from sqlalchemy import Delete, Update, delete, func, insert, select, update
+from sqlalchemy import Delete, Insert, Update, bindparam, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from taskstack.common.errors import AppError, NotFound, PreconditionFailed
@@ -47,25 +47,54 @@ def _columns_of(data: TaskCreate) -> dict[str, Any]:
     }
 
 
+def _insert(completed: bool) -> Insert:
+    # Column values come with each execution; the timestamps are the server's.
+    return (
+        insert(task_table)
+        .values(
+            created_at=func.now(),
+            updated_at=func.now(),
+            completed_at=func.now() if completed else None,
+        )
+        .returning(*TASK_COLUMNS)
+    )
+
+
+# Built once (see _ONE_TASK below), one for a task created completed, one for an open one.
+_INSERTS = {completed: _insert(completed) for completed in (False, True)}
+
+
 async def create_task(
     connection: AsyncConnection, owner: uuid.UUID, data: TaskCreate
 ) -> TaskPublic:
-    values = _columns_of(data)
-    values["completed_at"] = func.now() if data.completed else None
-    statement = (
-        insert(task_table)
-        .values(id=new_id(), owner_id=owner, created_at=func.now(), updated_at=func.now(), **values)
-        .returning(*TASK_COLUMNS)
-    )
-    created = to_public((await connection.execute(statement)).mappings().one())
+    values = {
+        "id": new_id(),
+        "owner_id": owner,
+        "title": data.title,
+        "description": data.description,
+        "completed": data.completed,
+        "priority": data.priority.rank,
+        "due_at": data.due_at,
+        "tags": data.tags,
+    }
+    created = to_public((await connection.execute(_INSERTS[data.completed], values)).one())
     TASKS_CREATED.inc()
     count_completion(created)
     return created
 
 
+# Built once, values bound per call: building a statement (and its cache key)
+# on every request cost about as much as the rest of the database access.
+_ONE_TASK = select(*TASK_COLUMNS).where(
+    task.id == bindparam("id"), task.owner_id == bindparam("owner")
+)
+_VERSION = select(task.version).where(
+    task.id == bindparam("id"), task.owner_id == bindparam("owner")
+)
+
+
 async def get_task(connection: AsyncConnection, owner: uuid.UUID, task_id: uuid.UUID) -> TaskPublic:
-    statement = select(*TASK_COLUMNS).where(task.id == task_id, task.owner_id == owner)
-    row = (await connection.execute(statement)).mappings().one_or_none()
+    row = (await connection.execute(_ONE_TASK, {"id": task_id, "owner": owner})).one_or_none()
     if row is None:
         raise TaskNotFound()
     return to_public(row)
@@ -126,7 +155,7 @@ async def _update(
     statement = statement.values(
         **values, version=task.version + 1, updated_at=func.now()
     ).returning(*TASK_COLUMNS)
-    row = (await connection.execute(statement)).mappings().one_or_none()
+    row = (await connection.execute(statement)).one_or_none()
     if row is None:
         raise await _why_not_written(connection, owner, task_id)
     written = to_public(row)
@@ -149,9 +178,7 @@ async def _why_not_written(
     connection: AsyncConnection, owner: uuid.UUID, task_id: uuid.UUID
 ) -> AppError:
     """404 when the caller has no such task, else 412: its version did not match If-Match."""
-    version = await connection.scalar(
-        select(task.version).where(task.id == task_id, task.owner_id == owner)
-    )
+    version = await connection.scalar(_VERSION, {"id": task_id, "owner": owner})
     if version is None:
         return TaskNotFound()
     return PreconditionFailed(

@@ -1,0 +1,132 @@
+"""Servers under test: one uvicorn worker each, pinned to a CPU, measured through /proc."""
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from taskstack.dev.errors import CliError
+
+HOST = "127.0.0.1"
+SERVER_CPU = 0
+LOAD_CPU = 1
+START_TIMEOUT = 60.0
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class Server:
+    name: str
+    process: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def cpu_seconds(self) -> float:
+        """User plus system CPU time of the process, every thread included."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        # Fields 14 and 15 of proc(5), counted after the ")" that ends the command name.
+        return (int(fields[11]) + int(fields[12])) / _TICKS
+
+    def rss_bytes(self) -> int:
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise RuntimeError(f"no VmRSS for {self.name}")
+
+    def log_tail(self, lines: int = 20) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def wait_ready(self, path: str = "/readyz") -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            if self.process.poll() is not None:
+                raise CliError(
+                    f"the {self.name} server exited with status {self.process.returncode}:\n"
+                    + self.log_tail()
+                )
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(self.url + path, timeout=2).status_code == 200:
+                    return
+            if time.monotonic() > deadline:
+                raise CliError(f"the {self.name} server was not ready within {START_TIMEOUT:g} s")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after a grace period, to the server's process group."""
+        process = self.process
+        if process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def cpu_busy_seconds(cpu: int) -> float:
+    """Seconds CPU ``cpu`` has spent on any process since boot (proc(5), /proc/stat)."""
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *ticks = line.split()
+        if name == f"cpu{cpu}":
+            user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, ticks[:8])
+            return (user + nice + system + irq + softirq + steal) / _TICKS
+    raise RuntimeError(f"no CPU {cpu} in /proc/stat")
+
+
+def launch(name: str, factory: str, env: dict[str, str], log_dir: Path) -> Server:
+    """Start ``uvicorn --factory``: one worker, pinned to the server CPU from its first instruction.
+
+    Pinned at exec, not once started, so that the service sees at start-up the
+    CPUs it will run on (as in a pod with a CPU limit), whatever it sizes by them.
+    """
+    port = free_port()
+    command = [
+        "taskset",
+        "-c",
+        str(SERVER_CPU),
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--factory",
+        factory,
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    ]
+    log_path = log_dir / f"{name}.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
+            command,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return Server(name, process, port, log_path)
