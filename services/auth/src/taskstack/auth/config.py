@@ -31,9 +31,13 @@ class AuthSettings(ServiceSettings):
     # The default is the cores this process may run on (its CPU affinity), not
     # the machine's: more hashing threads than cores only queue inside the OS.
     auth_hash_concurrency: int = Field(default_factory=_usable_cores, ge=1, le=64)
-    auth_hash_queue_limit: int = Field(default=32, ge=0, le=10_000)
-    # The longest a sign-in waits for a hashing thread before its fast 503.
-    auth_hash_queue_timeout_seconds: float = Field(default=2.0, gt=0, le=60)
+    # A short queue: a sign-in waits for at most a few hashes (a few hundred ms
+    # each) and the rest of a storm is refused at once. With 32 waiting, a
+    # sign-in waited seconds and then timed out anyway.
+    auth_hash_queue_limit: int = Field(default=4, ge=0, le=10_000)
+    # The longest a sign-in waits for a hashing thread before its 503: a
+    # backstop for a machine far slower than the queue limit assumes.
+    auth_hash_queue_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
 
     auth_access_token_seconds: int = Field(default=600, ge=60, le=3600)
     auth_refresh_token_absolute_seconds: int = Field(default=30 * 86400, ge=60)

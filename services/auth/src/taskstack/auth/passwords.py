@@ -92,7 +92,7 @@ class PasswordHasher:
         cost: int,
         concurrency: int,
         queue_limit: int,
-        queue_timeout: float = 2.0,
+        queue_timeout: float = 5.0,
     ):
         self._pepper = pepper.encode("utf-8")
         self.cost = cost
