@@ -31,10 +31,11 @@ class AuthSettings(ServiceSettings):
     # The default is the cores this process may run on (its CPU affinity), not
     # the machine's: more hashing threads than cores only queue inside the OS.
     auth_hash_concurrency: int = Field(default_factory=_usable_cores, ge=1, le=64)
-    # A short queue: a sign-in waits for at most a few hashes (a few hundred ms
-    # each) and the rest of a storm is refused at once. With 32 waiting, a
-    # sign-in waited seconds and then timed out anyway.
-    auth_hash_queue_limit: int = Field(default=4, ge=0, le=10_000)
+    # A bounded queue: a sign-in waits for at most this many hashes (a few
+    # hundred ms each) and the rest of a storm is refused at once. Long enough
+    # that clients whose earlier requests are still being hashed (they gave
+    # up, the server has not) do not push a steady handful of sign-ins over it.
+    auth_hash_queue_limit: int = Field(default=16, ge=0, le=10_000)
     # The longest a sign-in waits for a hashing thread before its 503: a
     # backstop for a machine far slower than the queue limit assumes.
     auth_hash_queue_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
