@@ -20,6 +20,7 @@ import yaml
 from sqlalchemy.engine import URL
 
 from taskstack.auth.keys import generate_signing_key
+from taskstack.dev.bench.processes import free_port
 from tests.deploy.test_observability import (
     DASHBOARDS,
     GRAFANA_VARIABLE,
@@ -27,7 +28,7 @@ from tests.deploy.test_observability import (
     dashboard_expressions,
 )
 from tests.support.auth import STRONG_PASSWORD, bearer, login, register
-from tests.support.processes import free_port, service_process
+from tests.support.processes import service_process
 from tests.support.tcp_proxy import tcp_proxy
 
 SCRAPE_SECONDS = 1

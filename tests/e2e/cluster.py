@@ -20,8 +20,8 @@ from psycopg import sql
 from sqlalchemy.engine import URL
 
 from taskstack.common.migrations import upgrade
+from taskstack.dev.bench.processes import free_port
 from taskstack.dev.services import SERVICES
-from tests.support.processes import free_port
 
 BIN_DIRS = (Path("/usr/lib/postgresql/15/bin"), Path("/usr/lib/postgresql/16/bin"))
 # PostgreSQL refuses to run as root; as root, the server runs as this user.

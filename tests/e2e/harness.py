@@ -19,6 +19,7 @@ import httpx
 from sqlalchemy.engine import URL
 
 from taskstack.auth.keys import generate_signing_key, load_signing_keys
+from taskstack.dev.bench.processes import free_port
 from taskstack.dev.services import SERVICES
 from tests.e2e.cluster import PrivateCluster
 from tests.e2e.gateway import Gateway, nginx
@@ -27,7 +28,6 @@ from tests.support.auth import STRONG_PASSWORD, bearer, login, register
 from tests.support.otlp import OtlpReceiver
 from tests.support.processes import (
     ServiceProcess,
-    free_port,
     start_service,
     stop_service,
     wait_ready,

@@ -15,8 +15,8 @@ from pathlib import Path
 import psycopg
 from sqlalchemy.engine import URL
 
+from taskstack.dev.bench.processes import free_port
 from tests.e2e.cluster import SERVER_USER, PrivateCluster, hand_over
-from tests.support.processes import free_port
 
 STOP_TIMEOUT = 10.0
 
