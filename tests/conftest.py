@@ -1,16 +1,26 @@
 """Fixtures every test package shares: a real PostgreSQL, migrated once, clean per test."""
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
 from sqlalchemy.engine import URL
 
+from taskstack.auth.keys import generate_signing_key
 from taskstack.common.migrations import upgrade
 from taskstack.dev.services import SERVICES
 from tests.support.postgres import PostgresServer, postgres_for_tests
 
 SERVICE_SCHEMAS = tuple(service.history.schema for service in SERVICES)
+
+
+@pytest.fixture(scope="session")
+def keys_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory holding one freshly generated auth signing key."""
+    directory = tmp_path_factory.mktemp("signing-keys")
+    generate_signing_key(directory)
+    return directory
 
 
 @pytest.fixture(scope="session")

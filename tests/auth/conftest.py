@@ -5,17 +5,9 @@ import httpx
 import pytest
 from sqlalchemy.engine import URL
 
-from taskstack.auth.keys import generate_signing_key
 from taskstack.auth.main import create_app
 from tests.support.auth import auth_settings
 from tests.support.servers import serve
-
-
-@pytest.fixture(scope="session")
-def keys_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = tmp_path_factory.mktemp("signing-keys")
-    generate_signing_key(directory)
-    return directory
 
 
 @pytest.fixture(scope="module")

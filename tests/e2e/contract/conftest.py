@@ -8,7 +8,6 @@ import httpx
 import pytest
 from sqlalchemy.engine import URL
 
-from taskstack.auth.keys import generate_signing_key
 from tests.support.auth import STRONG_PASSWORD, login, register
 from tests.support.processes import service_process
 
@@ -23,20 +22,13 @@ UNTHROTTLED = {
 QUIET = {"ACCESS_LOG": "false", "LOG_LEVEL": "WARNING"}
 
 
-@pytest.fixture(scope="module")
-def signing_keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = tmp_path_factory.mktemp("contract-signing-keys")
-    generate_signing_key(directory)
-    return directory
-
-
 # Each service is its own uvicorn process, as in production: the fuzzer, auth and
 # tasks then run on separate cores instead of sharing one interpreter lock.
 @pytest.fixture(scope="module")
-def auth_url(migrated_database: URL, signing_keys: Path) -> Iterator[str]:
+def auth_url(migrated_database: URL, keys_dir: Path) -> Iterator[str]:
     env = {
         "DATABASE_URL": migrated_database.render_as_string(hide_password=False),
-        "AUTH_SIGNING_KEYS_DIR": str(signing_keys),
+        "AUTH_SIGNING_KEYS_DIR": str(keys_dir),
         "AUTH_BCRYPT_COST": "4",
         **QUIET,
         **UNTHROTTLED,

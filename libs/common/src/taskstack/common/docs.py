@@ -22,7 +22,6 @@ from starlette.responses import Response
 from starlette.types import Scope
 
 ASSETS_PACKAGE = ("fastapi_offline", "static")
-ASSETS_VERSION = metadata.version("fastapi-offline")
 # The assets' URL carries the package version, so an upgrade changes the URL
 # and a browser or proxy may keep each version for good.
 ASSETS_CACHE_CONTROL = "public, max-age=31536000, immutable"
@@ -77,7 +76,7 @@ class _VersionedAssets(StaticFiles):
 def docs_paths(public_prefix: str) -> tuple[str, str, str]:
     """The docs page, its OAuth2 redirect page and its assets folder under ``public_prefix``."""
     docs = f"{public_prefix}/docs"
-    return docs, f"{docs}/oauth2-redirect", f"{docs}/static/{ASSETS_VERSION}"
+    return docs, f"{docs}/oauth2-redirect", f"{docs}/static/{metadata.version('fastapi-offline')}"
 
 
 def install_docs(app: FastAPI, public_prefix: str) -> None:
