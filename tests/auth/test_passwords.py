@@ -118,3 +118,46 @@ def test_hashing_threads_yield_to_the_event_loop() -> None:
 
     inside, loop = asyncio.run(niceness())
     assert inside > loop
+
+
+def test_an_admission_holds_one_place_for_a_whole_flow() -> None:
+    async def flow() -> tuple[bool, bool, str, bool]:
+        h = hasher(cost=4, concurrency=1, queue_limit=0)
+        with h.admission():
+            full_inside = h.full
+            # Two hashes inside one admission: neither is refused for want of a place.
+            await h.hash("correct horse")
+            await h.hash("correct horse")
+            try:
+                with h.admission():
+                    pass
+            except ServiceUnavailable:
+                refused = "refused"
+            else:
+                refused = "admitted"
+        full_after = h.full
+        hashed_after = bool(await h.hash("correct horse"))
+        h.close()
+        return full_inside, full_after, refused, hashed_after
+
+    full_inside, full_after, refused, hashed_after = asyncio.run(flow())
+    assert full_inside
+    assert refused == "admitted"  # the same task nests: its place is already held
+    assert not full_after and hashed_after
+
+
+def test_another_flow_is_refused_while_the_places_are_held() -> None:
+    async def flows() -> list[str]:
+        h = hasher(cost=4, concurrency=1, queue_limit=1)
+
+        async def flow() -> str:
+            with h.admission():
+                await asyncio.sleep(0.05)  # a database read before the hash, say
+                await h.hash("correct horse")
+                return "signed in"
+
+        results = await asyncio.gather(*(flow() for _ in range(4)), return_exceptions=True)
+        h.close()
+        return [r if isinstance(r, str) else type(r).__name__ for r in results]
+
+    assert asyncio.run(flows()) == ["signed in"] * 2 + [ServiceUnavailable.__name__] * 2

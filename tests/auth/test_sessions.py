@@ -66,15 +66,24 @@ def test_other_sessions_survive_a_reuse(
 def test_parallel_refreshes_with_one_token_have_exactly_one_winner(
     auth_server: str, session_tokens: dict[str, str]
 ) -> None:
-    async def race() -> list[int]:
+    async def race() -> tuple[list[int], int]:
         async with httpx.AsyncClient(base_url=auth_server, timeout=30) as http:
             data = {"grant_type": "refresh_token", "refresh_token": session_tokens["refresh_token"]}
             responses = await asyncio.gather(
                 *(http.post("/v1/auth/token", data=data) for _ in range(10))
             )
-            return sorted(r.status_code for r in responses)
+            winner = next(r for r in responses if r.status_code == 200)
+            successor = {
+                "grant_type": "refresh_token",
+                "refresh_token": winner.json()["refresh_token"],
+            }
+            after = await http.post("/v1/auth/token", data=successor)
+            return sorted(r.status_code for r in responses), after.status_code
 
-    assert asyncio.run(race()) == [200] + [400] * 9
+    statuses, successor_status = asyncio.run(race())
+    assert statuses == [200] + [400] * 9
+    # The losers presented a spent token: a reuse, which ended the whole session.
+    assert successor_status == 400
 
 
 def test_an_unknown_refresh_token_is_invalid_grant(client: httpx.Client) -> None:

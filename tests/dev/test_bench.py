@@ -21,7 +21,7 @@ from tests.support.tokens import TokenMint
 from tests.tasks.conftest import jwks_app, tasks_settings
 
 TASKSTACK = str(Path(sys.executable).with_name("taskstack"))
-STORM = ("storm-login", "storm-jwks", "storm-refresh")
+STORM = ("storm-login", "storm-jwks", "storm-refresh", "quiet-jwks", "quiet-refresh")
 
 
 def test_smoke_run_measures_every_scenario_without_errors(

@@ -1,5 +1,6 @@
 """create_service_app(): the wiring every taskstack service shares."""
 
+import gc
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
@@ -7,6 +8,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request, params
 from fastapi.routing import APIRoute
+from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
 from taskstack.common.db import Database
@@ -45,11 +47,13 @@ def create_service_app(
     description: str = "",
     readiness_checks: Mapping[str, ReadinessCheck] | None = None,
     lifespan: Lifespan | None = None,
+    middleware: Sequence[Middleware] = (),
 ) -> FastAPI:
     """Build a service: its routers under ``public_prefix``, docs, health, errors, middleware.
 
     Nothing here connects or starts anything; the returned app's lifespan does,
-    when a server runs it.
+    when a server runs it. ``middleware`` runs innermost, after the shared
+    middleware (request id, metrics, body limit) and before routing.
     """
     configure_logging(name, settings.log_level)
     database = Database(settings, service=name)
@@ -61,6 +65,10 @@ def create_service_app(
         try:
             async with (lifespan or _no_lifespan)(app):
                 logger.info("started", extra={"version": version})
+                # What start-up built (modules, routes, models, pools) lives as long as
+                # the process: out of the collector's sight, a full collection walks
+                # only what requests allocate, and its pauses stop showing in p99.
+                gc.freeze()
                 yield
         finally:
             await database.dispose()
@@ -89,6 +97,8 @@ def create_service_app(
     app.openapi = _problem_documenting_openapi(app)  # type: ignore[method-assign]
 
     # add_middleware wraps: the last added runs first.
+    for inner in reversed(middleware):
+        app.add_middleware(inner.cls, *inner.args, **inner.kwargs)
     app.add_middleware(
         TransientRetryMiddleware,
         service=name,

@@ -205,10 +205,10 @@ class TransientRetryMiddleware:
                 # Routing mutates the scope in place; start the replay from the original.
                 scope.clear()
                 scope.update(original_scope)
-                attempt_receive = _replay(recorded, recording_receive)
+                attempt_receive = replay(recorded, recording_receive)
 
 
-def _replay(messages: list[Message], then: Receive) -> Receive:
+def replay(messages: list[Message], then: Receive) -> Receive:
     """Serve the body chunks read so far, then continue with the live stream."""
     pending = list(messages)
 

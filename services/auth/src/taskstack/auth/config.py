@@ -39,6 +39,10 @@ class AuthSettings(ServiceSettings):
     # The longest a sign-in waits for a hashing thread before its 503: a
     # backstop for a machine far slower than the queue limit assumes.
     auth_hash_queue_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    # A sign-in refused because hashing is full is answered after this pause
+    # (holding only its connection), so that clients retrying at once cannot
+    # keep the event loop busy with refusals; see taskstack.auth.gate.
+    auth_overload_pause_seconds: float = Field(default=0.05, ge=0, le=1)
 
     auth_access_token_seconds: int = Field(default=600, ge=60, le=3600)
     auth_refresh_token_absolute_seconds: int = Field(default=30 * 86400, ge=60)

@@ -6,8 +6,10 @@ from importlib.metadata import version
 
 import anyio
 from fastapi import FastAPI
+from starlette.middleware import Middleware
 
 from taskstack.auth.config import AuthSettings
+from taskstack.auth.gate import SignInGate
 from taskstack.auth.keys import load_signing_keys
 from taskstack.auth.passwords import PasswordHasher
 from taskstack.auth.routes import router, well_known
@@ -57,4 +59,5 @@ def create_app(settings: AuthSettings | None = None) -> FastAPI:
         routers=[router, well_known],
         public_prefix="/v1/auth",
         lifespan=lifespan,
+        middleware=[Middleware(SignInGate)],
     )

@@ -4,7 +4,8 @@ from prometheus_client import Counter
 
 LOGINS = Counter(
     "taskstack_auth_logins",
-    "Password sign-ins, by result: success, bad_credentials, throttled.",
+    "Password sign-ins, by result: success, bad_credentials, throttled, overloaded "
+    "(refused before the form was read, while hashing was full).",
     ["result"],
 )
 TOKENS_ISSUED = Counter(

@@ -14,13 +14,14 @@ stolen database alone cannot be attacked offline.
 import asyncio
 import base64
 import contextlib
+import contextvars
 import functools
 import hashlib
 import hmac
 import os
 import threading
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
@@ -131,27 +132,51 @@ class PasswordHasher:
     def needs_rehash(self, password_hash: str) -> bool:
         return bcrypt_cost(password_hash) < self.cost
 
-    def refuse_when_full(self) -> None:
-        """Raise the 503 now if a hash would be refused: before the request's database work,
-        so that a refused sign-in costs next to nothing."""
-        if self._in_flight >= self._limiter.total_tokens + self._queue_limit:
-            raise _overloaded()
+    @property
+    def full(self) -> bool:
+        """Whether a flow that hashes would be refused now."""
+        return self._in_flight >= self._limiter.total_tokens + self._queue_limit
+
+    @contextlib.contextmanager
+    def admission(self) -> Iterator[None]:
+        """A place among the flows that hash, held from the flow's start to its end.
+
+        Taken before a sign-in reads the database, so that a refused one costs
+        no database work and never queues for a connection: in a storm, the
+        sign-ins past the bound are refused at once instead of each holding a
+        connection first (which kept refreshes waiting for the pool). Raises
+        the 503 when the bound is reached.
+        """
+        if _admitted.get() is self:
+            yield  # a nested flow: its place is already held
+            return
+        if self.full:
+            raise overloaded()
+        self._in_flight += 1
+        held = _admitted.set(self)
+        try:
+            yield
+        finally:
+            _admitted.reset(held)
+            self._in_flight -= 1
 
     async def _run(self, work: Callable[[], T]) -> T:
-        self.refuse_when_full()
-        self._in_flight += 1
-        try:
+        with self.admission():
             try:
                 with anyio.fail_after(self._queue_timeout):
                     await self._limiter.acquire()
             except TimeoutError:
-                raise _overloaded() from None
+                raise overloaded() from None
             try:
                 return await asyncio.get_running_loop().run_in_executor(self._threads, work)
             finally:
                 self._limiter.release()
-        finally:
-            self._in_flight -= 1
+
+
+# The hasher whose admission the running task holds (hashes inside it are not counted twice).
+_admitted: contextvars.ContextVar[PasswordHasher | None] = contextvars.ContextVar(
+    "taskstack_hash_admission", default=None
+)
 
 
 HASH_THREAD_NICENESS = 10
@@ -163,5 +188,5 @@ def _lower_priority() -> None:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HASH_THREAD_NICENESS)
 
 
-def _overloaded() -> ServiceUnavailable:
+def overloaded() -> ServiceUnavailable:
     return ServiceUnavailable("Too many sign-ins at once; try again shortly.")

@@ -128,8 +128,9 @@ async def token(
     if grant_type == "refresh_token":
         if not refresh_token:
             return _oauth_error("invalid_request", "refresh_token is required.")
-        async with database.session() as session:
-            answer = await auth.refresh_grant(session, refresh_token, client_ip)
+        # One statement: autocommit saves the BEGIN and COMMIT round trips.
+        async with database.connection(autocommit=True) as connection:
+            answer = await auth.refresh_grant(connection, refresh_token, client_ip)
         return _token_answer(answer)
     if grant_type is None:
         return _oauth_error("invalid_request", "grant_type is required.")

@@ -6,15 +6,18 @@ raised error rolls the request's transaction back. Flows that hash a password
 open their own short transactions around the hash (see ``Sessions``).
 """
 
+import functools
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Concatenate, ParamSpec, TypeVar
 
 from sqlalchemy import func, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -48,6 +51,24 @@ INVALID_CREDENTIALS = Grant("invalid_grant", "The e-mail address or password is 
 INVALID_REFRESH_TOKEN = Grant("invalid_grant", "The refresh token is not valid.")
 
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _hashing(
+    flow: Callable[Concatenate["Auth", P], Awaitable[R]],
+) -> Callable[Concatenate["Auth", P], Awaitable[R]]:
+    """Run a flow that hashes a password inside the hasher's admission, from its first
+    step: past the hashing bound it is refused before it touches the database."""
+
+    @functools.wraps(flow)
+    async def admitted(auth: "Auth", /, *args: P.args, **kwargs: P.kwargs) -> R:
+        with auth.hasher.admission():
+            return await flow(auth, *args, **kwargs)
+
+    return admitted
+
+
 @dataclass
 class Auth:
     """The auth service's collaborators, built once per process."""
@@ -79,6 +100,7 @@ class Auth:
             refresh_token=refresh_token,
         )
 
+    @_hashing
     async def register(
         self, sessions: Sessions, request: Registration, client_ip: str
     ) -> User | Conflict:
@@ -109,6 +131,7 @@ class Auth:
         logger.info("account registered", extra={"user_id": str(user.id), "client_ip": client_ip})
         return user
 
+    @_hashing
     async def password_grant(
         self, sessions: Sessions, email: str, password: str, client_ip: str
     ) -> TokenPair | Grant:
@@ -120,7 +143,6 @@ class Auth:
         """
         email = _normalize_login(email)
         throttle = self.throttle
-        self.hasher.refuse_when_full()
         async with sessions() as session:
             if retry_after := await throttle.retry_after(
                 session, [throttle.login_account.key(email), throttle.login_ip.key(client_ip)]
@@ -154,9 +176,9 @@ class Auth:
         return self._pair(user.id, refresh_token)
 
     async def refresh_grant(
-        self, session: AsyncSession, refresh_token: str, client_ip: str
+        self, connection: AsyncConnection, refresh_token: str, client_ip: str
     ) -> TokenPair | Grant:
-        outcome = await refresh_tokens.rotate(session, refresh_token, self.lifetimes)
+        outcome = await refresh_tokens.rotate(connection, refresh_token, self.lifetimes)
         if isinstance(outcome, refresh_tokens.Refusal):
             if outcome is refresh_tokens.Refusal.REUSED:
                 REFRESH_TOKEN_REUSE.inc()
@@ -171,6 +193,7 @@ class Auth:
         if await refresh_tokens.revoke(session, token):
             logger.info("session revoked")
 
+    @_hashing
     async def change_password(
         self, sessions: Sessions, user_id: uuid.UUID, current: str, new: str, client_ip: str
     ) -> BadRequest | None:

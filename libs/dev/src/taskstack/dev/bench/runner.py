@@ -36,6 +36,11 @@ SCENARIOS = (
 SMALL_USERS, SMALL_TASKS = 20, 2000
 LOGIN_CONNECTIONS = 4
 STORM_SIDE_CONNECTIONS = 8  # JWKS and refresh, each, during the storm
+# JWKS and refresh clients keep a steady pace (a pause of 50 to 150 ms between
+# a connection's answer and its next request: about 75 requests/s each): their
+# latency is measured at a given load, not at saturation, where it would only
+# be connections / throughput.
+STORM_SIDE_PAUSE_MS = 100
 TASKS_APP = "taskstack.tasks.main:create_app"
 ROUNDS = 2  # alternating rounds of the loads a target compares
 
@@ -244,13 +249,17 @@ class _Run:
             self.check(scenario, "run")
 
     def storm(self, data: DataSet) -> None:
-        """Sign-ins at twice the usual connections, while JWKS and refresh keep being served."""
+        """JWKS and refresh clients at a steady pace, first alone and then while sign-ins
+        storm at twice the usual connections: what the storm costs them, side by side."""
         auth = self.servers["auth"]
-        tokens = signins.refresh_tokens(auth, data, STORM_SIDE_CONNECTIONS + 2)
+        tokens = signins.refresh_tokens(auth, data, 2 * STORM_SIDE_CONNECTIONS + 4)
         # At least 2 s: a refresh may wait behind a second of sign-ins.
         seconds = max(2, self.options.duration)
         lead = max(1, self.options.warmup)
         storm_connections = 2 * self.options.connections
+        half = len(tokens) // 2
+        _say("storm: JWKS and refresh at a steady pace, without sign-ins")
+        quiet = self.side_loads(auth, tokens[:half], seconds, "quiet")
         _say(f"storm: {storm_connections} sign-in connections, JWKS and refresh alongside")
         storm = wrk.start(
             auth.url,
@@ -261,44 +270,65 @@ class _Run:
         )
         time.sleep(lead)
         before = auth.cpu_seconds()
-        side = {
-            "storm-jwks": wrk.start(
-                auth.url,
-                wrk.rotating_script(self.work / "jwks.lua", workload.jwks()),
-                connections=STORM_SIDE_CONNECTIONS,
-                seconds=seconds,
-            ),
-            "storm-refresh": wrk.start(
-                auth.url,
-                wrk.refresh_script(self.work / "refresh.lua", tokens),
-                connections=STORM_SIDE_CONNECTIONS,
-                seconds=seconds,
-            ),
-        }
-        probe = signins.probe(auth, data, seconds)
-        results = {name: wrk.finish(process, name) for name, process in side.items()}
+        side = self.side_loads(auth, tokens[half:], seconds, "storm", probe=data)
         cpu_seconds = auth.cpu_seconds() - before
         login = wrk.finish(storm, "storm-login")
-        self.report.probe = probe
-        titles = {
-            "storm-login": "POST /v1/auth/token storm",
-            "storm-jwks": "GET /.well-known/jwks.json",
-            "storm-refresh": "POST /v1/auth/token refresh",
-        }
         scenarios = [
             Scenario(
-                "storm-login", titles["storm-login"], "auth", storm_connections, login, None, SHED
-            )
-        ] + [
-            Scenario(name, titles[name], "auth", STORM_SIDE_CONNECTIONS, result, None)
-            for name, result in results.items()
-        ]
-        total = sum(s.wrk.requests for s in scenarios)
+                "storm-login", "POST /v1/auth/token storm", "auth", storm_connections, login,
+                None, SHED,
+            ),
+            *side, *quiet,
+        ]  # fmt: skip
+        total = sum(s.wrk.requests for s in scenarios if s.name.startswith("storm-"))
         self.report.context["storm_cpu_ms_per_request"] = _per_request(cpu_seconds, total)
+        self.report.context["storm_side_pause_ms"] = STORM_SIDE_PAUSE_MS
         for scenario in scenarios:
             self.report.add(scenario)
         for scenario in scenarios:
             self.check(scenario, "run")
+
+    def side_loads(
+        self,
+        auth: Server,
+        tokens: list[str],
+        seconds: int,
+        phase: str,
+        *,
+        probe: DataSet | None = None,
+    ) -> list[Scenario]:
+        """JWKS and refresh clients at a steady pace, side by side (with the sign-in probe)."""
+        scripts = {
+            "jwks": wrk.rotating_script(
+                self.work / f"{phase}-jwks.lua", workload.jwks(), pause_ms=STORM_SIDE_PAUSE_MS
+            ),
+            "refresh": wrk.refresh_script(
+                self.work / f"{phase}-refresh.lua", tokens, pause_ms=STORM_SIDE_PAUSE_MS
+            ),
+        }
+        running = {
+            name: wrk.start(
+                auth.url, script, connections=STORM_SIDE_CONNECTIONS, seconds=seconds
+            )
+            for name, script in scripts.items()
+        }
+        if probe is not None:
+            self.report.probe = signins.probe(auth, probe, seconds)
+        titles = {
+            "jwks": "GET /.well-known/jwks.json",
+            "refresh": "POST /v1/auth/token refresh",
+        }
+        return [
+            Scenario(
+                f"{phase}-{name}",
+                titles[name],
+                "auth",
+                STORM_SIDE_CONNECTIONS,
+                wrk.finish(process, f"{phase}-{name}"),
+                None,
+            )
+            for name, process in running.items()
+        ]
 
     def check(self, scenario: Scenario, phase: str) -> None:
         """Record an error answer or a socket error: the run fails, after every scenario ran."""

@@ -118,19 +118,27 @@ def lua_literal(value: object) -> str:
     raise TypeError(f"no Lua form for {type(value).__name__}")
 
 
-def rotating_script(path: Path, requests: Sequence[Request]) -> Path:
+def rotating_script(path: Path, requests: Sequence[Request], *, pause_ms: int = 0) -> Path:
     """A script that cycles through ``requests``, one per call, pre-formatted."""
     data = [[r.method, r.path, dict(r.headers), r.body] for r in requests]
-    return _script(path, f"REQUESTS = {lua_literal(data)}\n", "rotate.lua")
+    return _script(path, f"REQUESTS = {lua_literal(data)}\n", "rotate.lua", pause_ms)
 
 
-def refresh_script(path: Path, refresh_tokens: Sequence[str]) -> Path:
+def refresh_script(path: Path, refresh_tokens: Sequence[str], *, pause_ms: int = 0) -> Path:
     """A script that refreshes tokens, each answer's new refresh token used next."""
-    return _script(path, f"REFRESH_TOKENS = {lua_literal(list(refresh_tokens))}\n", "refresh.lua")
+    data = f"REFRESH_TOKENS = {lua_literal(list(refresh_tokens))}\n"
+    return _script(path, data, "refresh.lua", pause_ms)
 
 
-def _script(path: Path, data: str, body: str) -> Path:
+def _script(path: Path, data: str, body: str, pause_ms: int) -> Path:
+    """The script: its data, the JSON report, its body. With ``pause_ms``, each connection
+    waits between an answer and its next request (wrk's delay(), which its latency figures
+    leave out), from half to one and a half times that, at random so that connections do
+    not fall into step: clients at a steady pace rather than ones that saturate."""
     parts = [data, (_LUA / "report.lua").read_text(), (_LUA / body).read_text()]
+    if pause_ms:
+        low, high = pause_ms // 2, pause_ms * 3 // 2
+        parts.append(f"function delay() return math.random({low}, {high}) end\n")
     path.write_text("\n".join(parts))
     return path
 

@@ -1,0 +1,75 @@
+"""The sign-in gate: while hashing is full, password sign-ins are refused before the framework."""
+
+import threading
+import time
+from pathlib import Path
+
+import httpx
+from sqlalchemy.engine import URL
+
+from taskstack.auth.main import create_app
+from tests.support.auth import auth_settings, login, refresh, register
+from tests.support.servers import serve
+
+PAUSE = 0.2
+
+
+def overloaded_count(client: httpx.Client) -> float:
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith('taskstack_auth_logins_total{result="overloaded"}'):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_a_full_hasher_refuses_sign_ins_at_the_gate_and_lets_refreshes_through(
+    migrated_database: URL, database_url: URL, keys_dir: Path
+) -> None:
+    # One hashing place, no queue, and a hash slow enough (cost 13) to be caught holding it.
+    settings = auth_settings(
+        migrated_database,
+        keys_dir,
+        auth_bcrypt_cost=13,
+        auth_hash_concurrency=1,
+        auth_hash_queue_limit=0,
+        auth_overload_pause_seconds=PAUSE,
+    )
+    with (
+        serve(create_app(settings)) as base_url,
+        httpx.Client(base_url=base_url, timeout=30) as client,
+    ):
+        assert register(client, "gate@example.com").status_code == 201
+        signed_in = login(client, "gate@example.com")
+        assert signed_in.status_code == 200
+        refresh_token = signed_in.json()["refresh_token"]
+        overloaded_before = overloaded_count(client)
+
+        holder: list[int] = []
+        holding = threading.Thread(
+            target=lambda: holder.append(
+                login(httpx.Client(base_url=base_url, timeout=30), "gate@example.com").status_code
+            )
+        )
+        holding.start()
+        time.sleep(0.25)  # the holder is hashing now: a cost-13 hash takes over half a second
+        # A refresh is not a sign-in: its body goes on to the route intact. (The
+        # sign-in refused below proves the gate was closed when this was sent.)
+        rotated = refresh(client, refresh_token)
+        assert rotated.status_code == 200, rotated.text
+        assert rotated.json()["refresh_token"] != refresh_token
+        started = time.perf_counter()
+        answer = login(client, "gate@example.com")
+        elapsed = time.perf_counter() - started
+        assert answer.status_code == 503, answer.text
+        assert answer.headers["content-type"] == "application/problem+json"
+        assert answer.headers["retry-after"] == "1"
+        assert answer.json()["status"] == 503 and answer.json()["request_id"]
+        assert answer.headers["x-request-id"] == answer.json()["request_id"]
+        # The pause is kept, and nothing else waits: no database work, no queue.
+        assert PAUSE <= elapsed < PAUSE + 0.3
+
+
+        holding.join(30)
+        assert holder == [200]
+        assert overloaded_count(client) > overloaded_before
+        # With the place free again, the next sign-in goes through.
+        assert login(client, "gate@example.com").status_code == 200
