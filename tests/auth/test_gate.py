@@ -67,7 +67,6 @@ def test_a_full_hasher_refuses_sign_ins_at_the_gate_and_lets_refreshes_through(
         # The pause is kept, and nothing else waits: no database work, no queue.
         assert PAUSE <= elapsed < PAUSE + 0.3
 
-
         holding.join(30)
         assert holder == [200]
         assert overloaded_count(client) > overloaded_before

@@ -307,9 +307,7 @@ class _Run:
             ),
         }
         running = {
-            name: wrk.start(
-                auth.url, script, connections=STORM_SIDE_CONNECTIONS, seconds=seconds
-            )
+            name: wrk.start(auth.url, script, connections=STORM_SIDE_CONNECTIONS, seconds=seconds)
             for name, script in scripts.items()
         }
         if probe is not None:
