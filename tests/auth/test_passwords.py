@@ -161,3 +161,33 @@ def test_another_flow_is_refused_while_the_places_are_held() -> None:
         return [r if isinstance(r, str) else type(r).__name__ for r in results]
 
     assert asyncio.run(flows()) == ["signed in"] * 2 + [ServiceUnavailable.__name__] * 2
+
+
+def test_flows_are_let_in_only_as_far_as_the_queue_timeout_reaches() -> None:
+    async def flows() -> tuple[list[str], float]:
+        # A generous place limit: the bound here is the pace of hashing.
+        h = PasswordHasher(
+            pepper="pepper", cost=10, concurrency=1, queue_limit=100, queue_timeout=0.5
+        )
+        await h.hash("correct horse")  # one measured hash sets the pace
+        pace = h._hash_seconds
+        assert pace is not None
+
+        async def flow() -> str:
+            with h.admission():
+                await h.hash("correct horse")
+                return "hashed"
+
+        tasks = [asyncio.ensure_future(flow()) for _ in range(40)]
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        h.close()
+        return [r if isinstance(r, str) else type(r).__name__ for r in results], pace
+
+    outcomes, pace = asyncio.run(flows())
+    let_in = outcomes.count("hashed")
+    # All 40 ask before any of their hashes ends, so at the first hash's pace: let in,
+    # those whose turn comes within 0.5 s; refused at once, the rest.
+    assert 1 < let_in < 40
+    assert let_in == int(0.5 / pace) + 1
+    assert outcomes.count(ServiceUnavailable.__name__) == 40 - let_in
+    assert outcomes[:let_in] == ["hashed"] * let_in  # first come, first let in

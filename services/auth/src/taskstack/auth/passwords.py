@@ -20,6 +20,7 @@ import hashlib
 import hmac
 import os
 import threading
+import time
 import unicodedata
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -81,9 +82,11 @@ class PasswordHasher:
     """bcrypt in a bounded thread pool, so hashing never stalls the event loop.
 
     At most ``concurrency`` hashes run at once (bcrypt holds a core each), at
-    most ``queue_limit`` wait, and none waits longer than ``queue_timeout``
-    seconds: past either bound a sign-in gets a fast 503 with Retry-After
-    instead of joining a queue that only grows while clients time out.
+    most ``queue_limit`` wait, none is let in whose turn would come after
+    ``queue_timeout`` seconds at the pace hashes are finishing, and none waits
+    longer than that: past any bound a sign-in gets a fast 503 with
+    Retry-After instead of joining a queue that only grows while clients time
+    out.
     """
 
     def __init__(
@@ -108,6 +111,7 @@ class PasswordHasher:
         self._queue_limit = queue_limit
         self._queue_timeout = queue_timeout
         self._in_flight = 0
+        self._hash_seconds: float | None = None  # how long a hash has been taking, wall clock
         # Verified against when the account does not exist, so that an unknown
         # e-mail costs exactly what a wrong password does.
         self._dummy_hash = bcrypt.hashpw(b"taskstack-dummy", bcrypt.gensalt(cost)).decode()
@@ -134,8 +138,17 @@ class PasswordHasher:
 
     @property
     def full(self) -> bool:
-        """Whether a flow that hashes would be refused now."""
-        return self._in_flight >= self._limiter.total_tokens + self._queue_limit
+        """Whether a flow that hashes would be refused now: every place is taken, or the
+        newcomer's turn would come later than the queue timeout at the pace hashes have
+        been finishing (a hash shares its core, so under load it runs slower than alone).
+        Waiting past the timeout would only end in a slow 503 instead of a fast one."""
+        threads = self._limiter.total_tokens
+        if self._in_flight >= threads + self._queue_limit:
+            return True
+        if self._hash_seconds is None:
+            return False
+        rounds_before_its_turn = self._in_flight / threads
+        return rounds_before_its_turn * self._hash_seconds > self._queue_timeout
 
     @contextlib.contextmanager
     def admission(self) -> Iterator[None]:
@@ -168,9 +181,17 @@ class PasswordHasher:
             except TimeoutError:
                 raise overloaded() from None
             try:
-                return await asyncio.get_running_loop().run_in_executor(self._threads, work)
+                started = time.monotonic()
+                result = await asyncio.get_running_loop().run_in_executor(self._threads, work)
+                self._record_hash_time(time.monotonic() - started)
+                return result
             finally:
                 self._limiter.release()
+
+    def _record_hash_time(self, seconds: float) -> None:
+        # A moving average: the pace of the last several hashes, not of the first.
+        previous = self._hash_seconds
+        self._hash_seconds = seconds if previous is None else previous + 0.2 * (seconds - previous)
 
 
 # The hasher whose admission the running task holds (hashes inside it are not counted twice).

@@ -18,6 +18,7 @@ HOST = "127.0.0.1"
 SERVER_CPU = 0
 LOAD_CPU = 1
 START_TIMEOUT = 60.0
+IDLE_SAMPLE_SECONDS = 0.3
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -67,6 +68,19 @@ class Server:
             if time.monotonic() > deadline:
                 raise CliError(f"the {self.name} server was not ready within {START_TIMEOUT:g} s")
             time.sleep(0.1)
+
+    def wait_idle(self, within: float = 15.0) -> None:
+        """Wait (at most ``within`` seconds) until the server stops using CPU: a warm-up's
+        connections close with requests in flight (sign-ins still queued for hashing), and
+        their work must not count against the measurement that follows."""
+        deadline = time.monotonic() + within
+        used = self.cpu_seconds()
+        while time.monotonic() < deadline:
+            time.sleep(IDLE_SAMPLE_SECONDS)
+            now = self.cpu_seconds()
+            if now - used < IDLE_SAMPLE_SECONDS / 10:
+                return
+            used = now
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL after a grace period, to the server's process group."""

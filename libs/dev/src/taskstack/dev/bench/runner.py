@@ -222,6 +222,8 @@ class _Run:
                     scenario=name,
                 )
                 self.check(Scenario(name, title, server_name, conns, warm, None), "warm-up")
+        for server_name in {server_name for _name, _title, server_name, _requests in loads}:
+            self.servers[server_name].wait_idle()
         results: dict[str, list[wrk.WrkResult]] = {name: [] for name, *_ in loads}
         cpu = dict.fromkeys(results, 0.0)
         cpu0 = dict.fromkeys(results, 0.0)
@@ -258,6 +260,7 @@ class _Run:
         lead = max(1, self.options.warmup)
         storm_connections = 2 * self.options.connections
         half = len(tokens) // 2
+        auth.wait_idle()  # sign-ins from the scenario before may still be hashing
         _say("storm: JWKS and refresh at a steady pace, without sign-ins")
         quiet = self.side_loads(auth, tokens[:half], seconds, "quiet")
         _say(f"storm: {storm_connections} sign-in connections, JWKS and refresh alongside")
