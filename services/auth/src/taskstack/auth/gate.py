@@ -11,6 +11,7 @@ of the event loop, so a storm cannot fill the loop's turns.
 """
 
 import asyncio
+import random
 from urllib.parse import parse_qs
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -37,7 +38,10 @@ class SignInGate:
         body = await _read_body(receive)
         if _is_password_grant(body):
             LOGINS.labels("overloaded").inc()
-            await asyncio.sleep(auth.settings.auth_overload_pause_seconds)
+            # Jittered: refusals answered after one fixed pause come back in step, and
+            # each wave of them held the event loop for a stretch.
+            pause = auth.settings.auth_overload_pause_seconds
+            await asyncio.sleep(random.uniform(0.5 * pause, 1.5 * pause))  # noqa: S311
             await overloaded().response()(scope, receive, send)
             return
         await self.app(scope, replay(body, receive), send)
