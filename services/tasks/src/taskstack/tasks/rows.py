@@ -1,9 +1,10 @@
 """The task columns every statement returns, and how a row becomes the public schema."""
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row
+from sqlalchemy import ColumnElement
 
 from taskstack.tasks.models import Priority, TaskPublic, task_table
 
@@ -27,18 +28,33 @@ def _utc(value: datetime | None) -> datetime | None:
     return value.astimezone(UTC) if value is not None else None
 
 
-def to_public(row: Row[Any]) -> TaskPublic:
+def to_public(row: Sequence[Any]) -> TaskPublic:
+    # Unpacked by position (TASK_COLUMNS' order): a Row's attribute lookup by
+    # name cost more than the model itself, about 0.15 ms on a page of 20.
     # model_construct: the row comes from our own table and needs no re-validation.
+    (
+        id_,
+        title,
+        description,
+        completed,
+        completed_at,
+        priority,
+        due_at,
+        tags,
+        created_at,
+        updated_at,
+        version,
+    ) = row
     return TaskPublic.model_construct(
-        id=row.id,
-        title=row.title,
-        description=row.description,
-        completed=row.completed,
-        completed_at=_utc(row.completed_at),
-        priority=Priority.from_rank(row.priority),
-        due_at=_utc(row.due_at),
-        tags=list(row.tags),
-        created_at=row.created_at.astimezone(UTC),
-        updated_at=row.updated_at.astimezone(UTC),
-        version=row.version,
+        id=id_,
+        title=title,
+        description=description,
+        completed=completed,
+        completed_at=_utc(completed_at),
+        priority=Priority.from_rank(priority),
+        due_at=_utc(due_at),
+        tags=list(tags),
+        created_at=created_at.astimezone(UTC),
+        updated_at=updated_at.astimezone(UTC),
+        version=version,
     )
