@@ -185,9 +185,9 @@ def test_flows_are_let_in_only_as_far_as_the_queue_timeout_reaches() -> None:
 
     outcomes, pace = asyncio.run(flows())
     let_in = outcomes.count("hashed")
-    # All 40 ask before any of their hashes ends, so at the first hash's pace: let in,
-    # those whose turn comes within 0.5 s; refused at once, the rest.
+    # All 40 ask at once, at about the first hash's pace: let in, those whose turn
+    # comes within 0.5 s; refused at once, the rest.
     assert 1 <= let_in < 40  # 1 when the machine is so busy that one hash outlasts 0.5 s
-    assert let_in == int(0.5 / pace) + 1
+    assert abs(let_in - (int(0.5 / pace) + 1)) <= 1  # the pace moves as hashes end
     assert outcomes.count(ServiceUnavailable.__name__) == 40 - let_in
     assert outcomes[:let_in] == ["hashed"] * let_in  # first come, first let in
