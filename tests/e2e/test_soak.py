@@ -42,7 +42,11 @@ TASKS_REPLICAS = 2
 # RSS may grow this much from the end of the first window (warm-up: caches,
 # lazily imported code, the pool's connections) to the end of the run.
 RSS_GROWTH_BOUND = 20 * 1024 * 1024
-P99_FACTOR, P99_SLACK = 2.0, 0.020  # last window's p99 <= 2 x first's + 20 ms
+# Latency does not grow: the last two windows' p50 and p99 against the first two's,
+# each pair at its better window, so that one minute of other work on a shared
+# machine does not decide (seen: one window at a p99 of 149 ms among 40-50 ms).
+P99_FACTOR, P99_SLACK = 2.0, 0.020  # <= 2 x the first windows' + 20 ms
+P50_FACTOR, P50_SLACK = 2.0, 0.005
 EXPECTED = {"list": 200, "get": 200, "create": 201, "patch": 200, "delete": 204, "refresh": 200}
 # One cycle of operations: reads dominate, creates and deletes balance out.
 CYCLE = ["list"] * 6 + ["get"] * 4 + ["create"] * 3 + ["patch"] * 3 + ["delete"] * 3 + ["refresh"]
@@ -219,7 +223,8 @@ def test_soak_mixed_traffic_stays_error_free_fast_and_flat(
     )
     assert errors == []
     assert len(outcomes) == int(RATE * SOAK_SECONDS)
-    assert p99[-1] <= P99_FACTOR * p99[0] + P99_SLACK
+    assert min(p50[-2:]) <= P50_FACTOR * min(p50[:2]) + P50_SLACK
+    assert min(p99[-2:]) <= P99_FACTOR * min(p99[:2]) + P99_SLACK
     assert max(growth.values()) < RSS_GROWTH_BOUND
     # Pools open connections on demand (a latency spike can add some) but never
     # past their limit, and every request gives its connection back.
