@@ -17,7 +17,7 @@ import pytest
 from tests.e2e.cluster import PrivateCluster
 from tests.e2e.harness import Stack, User, new_user, run_stack
 from tests.e2e.report import Reliability
-from tests.e2e.traffic import Outcome, Traffic, create_tasks, ms, timed
+from tests.e2e.traffic import Outcome, Traffic, create_tasks, keyed_create, ms, timed
 
 pytestmark = pytest.mark.e2e
 
@@ -71,16 +71,7 @@ def _traffic(user: User, task_ids: list[str], writes: Writes, run: str) -> Traff
         headers = user.headers
         if n % 2:
             title = f"{run}-{n}"
-            outcome = await timed(
-                client,
-                "create",
-                origin,
-                client.post(
-                    "/v1/tasks",
-                    json={"title": title},
-                    headers={**headers, "Idempotency-Key": title},
-                ),
-            )
+            outcome = await keyed_create(client, origin, headers, title)
             writes.sent[n] = (title, outcome)
             return outcome
         if n % 8 == 0:

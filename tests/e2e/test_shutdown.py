@@ -25,6 +25,7 @@ from tests.e2e.traffic import (
     Traffic,
     connections,
     create_tasks,
+    keyed_create,
     libpq,
     locked,
     ms,
@@ -61,16 +62,7 @@ def _traffic(user: User, task_ids: list[str], shutdown: Shutdown, run: str) -> T
         request_id = f"{run}-{n}"
         headers = {**user.headers, "X-Request-ID": request_id}
         if n % 4 == 3:
-            outcome = await timed(
-                client,
-                "create",
-                origin,
-                client.post(
-                    "/v1/tasks",
-                    json={"title": request_id},
-                    headers={**headers, "Idempotency-Key": request_id},
-                ),
-            )
+            outcome = await keyed_create(client, origin, headers, request_id)
             shutdown.writes[request_id] = outcome
         elif n % 2:
             outcome = await timed(client, "list", origin, client.get("/v1/tasks", headers=headers))

@@ -95,6 +95,18 @@ async def timed(
     )
 
 
+async def keyed_create(
+    client: httpx.AsyncClient, started_at: float, headers: dict[str, str], key: str
+) -> Outcome:
+    """Create a task titled ``key`` with ``key`` as its Idempotency-Key (safe to retry)."""
+    return await timed(
+        client,
+        "create",
+        started_at,
+        client.post("/v1/tasks", json={"title": key}, headers={**headers, "Idempotency-Key": key}),
+    )
+
+
 @dataclass
 class Traffic:
     """Paced requests: ``send(client, n)`` issues request ``n`` and returns its Outcome."""

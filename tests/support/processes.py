@@ -6,14 +6,11 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
-from taskstack.dev.bench.processes import free_port
+from taskstack.dev.bench.processes import free_port, poll_ready
 
 
 @dataclass
@@ -56,16 +53,8 @@ def start_service(factory: str, env: dict[str, str], *, port: int | None = None)
 
 def wait_ready(running: ServiceProcess, ready_path: str = "/livez", timeout: float = 60.0) -> None:
     """Return once ``ready_path`` answers 200; raise, with the log, if it exits or never does."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if running.process.poll() is not None:
-            raise RuntimeError(f"{running.base_url} exited:\n{running.log()}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(running.base_url + ready_path, timeout=1).status_code == 200:
-                return
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{running.base_url} did not start:\n{running.log()}")
-        time.sleep(0.1)
+    if problem := poll_ready(running.process, running.base_url + ready_path, timeout):
+        raise RuntimeError(f"{running.base_url} {problem}:\n{running.log()}")
 
 
 def stop_service(running: ServiceProcess, *, keep_log: bool = False) -> None:

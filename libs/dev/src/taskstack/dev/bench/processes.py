@@ -55,19 +55,8 @@ class Server:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
     def wait_ready(self, path: str = "/readyz") -> None:
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            if self.process.poll() is not None:
-                raise CliError(
-                    f"the {self.name} server exited with status {self.process.returncode}:\n"
-                    + self.log_tail()
-                )
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(self.url + path, timeout=2).status_code == 200:
-                    return
-            if time.monotonic() > deadline:
-                raise CliError(f"the {self.name} server was not ready within {START_TIMEOUT:g} s")
-            time.sleep(0.1)
+        if problem := poll_ready(self.process, self.url + path, START_TIMEOUT):
+            raise CliError(f"the {self.name} server {problem}:\n{self.log_tail()}")
 
     def wait_idle(self, within: float = 15.0) -> None:
         """Wait (at most ``within`` seconds) until the server stops using CPU: a warm-up's
@@ -95,6 +84,21 @@ class Server:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+
+def poll_ready(process: subprocess.Popen[bytes], url: str, timeout: float) -> str | None:
+    """Poll ``url`` until it answers 200 (None); or say why not: the process exited, or
+    ``timeout`` seconds passed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            return f"exited with status {process.returncode}"
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=2).status_code == 200:
+                return None
+        if time.monotonic() > deadline:
+            return f"was not ready within {timeout:g} s"
+        time.sleep(0.1)
 
 
 def cpu_busy_seconds(cpu: int) -> float:
