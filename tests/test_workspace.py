@@ -1,4 +1,5 @@
-"""The workspace's boundaries: a service never imports the other, the library neither."""
+"""The workspace's boundaries: a service never imports the other, the library neither;
+the tools import the services, never the other way round."""
 
 import ast
 from pathlib import Path
@@ -8,7 +9,8 @@ import pytest
 ROOT = Path(__file__).parent.parent
 PACKAGES = {
     "common": ROOT / "libs/common/src/taskstack/common",
-    "dev": ROOT / "libs/dev/src/taskstack/dev",
+    "dev": ROOT / "tools/dev/src/taskstack/dev",
+    "bench": ROOT / "tools/bench/src/taskstack/bench",
     "auth": ROOT / "services/auth/src/taskstack/auth",
     "tasks": ROOT / "services/tasks/src/taskstack/tasks",
 }
@@ -17,6 +19,7 @@ MAY_IMPORT = {
     "auth": {"common", "auth"},
     "tasks": {"common", "tasks"},
     "dev": {"common", "auth", "tasks", "dev"},
+    "bench": {"common", "auth", "tasks", "dev", "bench"},
 }
 
 

@@ -20,7 +20,7 @@ import yaml
 from sqlalchemy.engine import URL
 
 from taskstack.auth.keys import generate_signing_key
-from taskstack.dev.bench.processes import free_port
+from taskstack.bench.processes import free_port
 from tests.deploy.test_observability import (
     DASHBOARDS,
     GRAFANA_VARIABLE,

@@ -9,11 +9,11 @@ from typing import Any
 import httpx
 from sqlalchemy.engine import URL
 
-from taskstack.dev.bench import wrk
-from taskstack.dev.bench.floor import RawFloor
-from taskstack.dev.bench.runner import SCENARIOS
-from taskstack.dev.bench.seed import seed
-from taskstack.dev.bench.wrk import Request
+from taskstack.bench import wrk
+from taskstack.bench.floor import RawFloor
+from taskstack.bench.runner import SCENARIOS
+from taskstack.bench.seed import seed
+from taskstack.bench.wrk import Request
 from taskstack.tasks.main import create_app
 from tests.support.postgres import PostgresServer
 from tests.support.servers import serve

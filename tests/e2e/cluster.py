@@ -19,8 +19,8 @@ import psycopg
 from psycopg import sql
 from sqlalchemy.engine import URL
 
+from taskstack.bench.processes import free_port
 from taskstack.common.migrations import upgrade
-from taskstack.dev.bench.processes import free_port
 from taskstack.dev.services import SERVICES
 
 BIN_DIRS = (Path("/usr/lib/postgresql/15/bin"), Path("/usr/lib/postgresql/16/bin"))

@@ -19,7 +19,7 @@ import httpx
 from sqlalchemy.engine import URL
 
 from taskstack.auth.keys import generate_signing_key, load_signing_keys
-from taskstack.dev.bench.processes import free_port
+from taskstack.bench.processes import free_port
 from taskstack.dev.services import SERVICES
 from tests.e2e.cluster import PrivateCluster
 from tests.e2e.gateway import Gateway, nginx

@@ -15,7 +15,7 @@ from pathlib import Path
 import psycopg
 from sqlalchemy.engine import URL
 
-from taskstack.dev.bench.processes import free_port
+from taskstack.bench.processes import free_port
 from tests.e2e.cluster import SERVER_USER, PrivateCluster, hand_over
 
 STOP_TIMEOUT = 10.0

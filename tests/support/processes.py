@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from taskstack.dev.bench.processes import free_port, poll_ready
+from taskstack.bench.processes import free_port, poll_ready
 
 
 @dataclass

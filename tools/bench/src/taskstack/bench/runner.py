@@ -12,9 +12,9 @@ import bcrypt
 from sqlalchemy.engine import URL
 
 from taskstack.auth.keys import generate_signing_key
-from taskstack.dev.bench import signins, workload, wrk
-from taskstack.dev.bench.database import libpq, postgres_server, scratch_database
-from taskstack.dev.bench.environment import (
+from taskstack.bench import signins, workload, wrk
+from taskstack.bench.database import libpq, postgres_server, scratch_database
+from taskstack.bench.environment import (
     AUDIENCE,
     CURSOR_SECRET,
     ISSUER,
@@ -23,11 +23,11 @@ from taskstack.dev.bench.environment import (
     server_version,
     service_env,
 )
-from taskstack.dev.bench.processes import SERVER_CPU, Server, cpu_busy_seconds, launch
-from taskstack.dev.bench.report import MB, Report, Scenario
-from taskstack.dev.bench.seed import DataSet, password_hash, seed
-from taskstack.dev.bench.signins import SHED
-from taskstack.dev.bench.workload import Tokens
+from taskstack.bench.processes import SERVER_CPU, Server, cpu_busy_seconds, launch
+from taskstack.bench.report import MB, Report, Scenario
+from taskstack.bench.seed import DataSet, password_hash, seed
+from taskstack.bench.signins import SHED
+from taskstack.bench.workload import Tokens
 
 SCENARIOS = (
     "livez", "list", "list-2k", "deep", "floor", "filtered", "get", "create", "patch", "login",
@@ -126,7 +126,7 @@ def _start_servers(
         servers["tasks-2k"] = start("tasks-2k", TASKS_APP, _db(small_db))
     if floor:
         servers["floor"] = start(
-            "floor", "taskstack.dev.bench.floor:create_app", {"FLOOR_DATABASE_URL": libpq(main_db)}
+            "floor", "taskstack.bench.floor:create_app", {"FLOOR_DATABASE_URL": libpq(main_db)}
         )
     for server in servers.values():
         server.wait_ready()

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from taskstack.dev.bench.processes import SERVER_CPU
-from taskstack.dev.bench.wrk import WrkResult
+from taskstack.bench.processes import SERVER_CPU
+from taskstack.bench.wrk import WrkResult
 
 MB = 1024 * 1024
 RSS_LIMIT_MB = 150

@@ -6,9 +6,9 @@ from collections.abc import Iterator
 
 import httpx
 
-from taskstack.dev.bench.processes import Server
-from taskstack.dev.bench.report import Probe
-from taskstack.dev.bench.seed import DataSet, SeededUser
+from taskstack.bench.processes import Server
+from taskstack.bench.report import Probe
+from taskstack.bench.seed import DataSet, SeededUser
 from taskstack.dev.errors import CliError
 
 SHED = frozenset({429, 503})  # how an overloaded auth service may refuse a sign-in

@@ -2,6 +2,7 @@
 
 import argparse
 import sys
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import NoReturn
 
@@ -14,7 +15,6 @@ from taskstack.common.settings import (
     describe_settings_error,
     normalize_database_url,
 )
-from taskstack.dev.bench.command import add_bench_command
 from taskstack.dev.errors import CliError, first_line
 from taskstack.dev.keys import add_keys_commands
 from taskstack.dev.services import SERVICES
@@ -86,7 +86,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     migrate.set_defaults(run=_migrate)
     add_keys_commands(commands)
-    add_bench_command(commands)
+    # Commands of other tools (`taskstack bench`), installed beside this one.
+    for command in entry_points(group="taskstack.commands"):
+        command.load()(commands)
     return parser
 
 

@@ -6,8 +6,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from taskstack.bench.runner import SCENARIOS, BenchOptions, bench
 from taskstack.common.settings import normalize_database_url
-from taskstack.dev.bench.runner import SCENARIOS, BenchOptions, bench
 
 _SMOKE = {
     "users": 20,

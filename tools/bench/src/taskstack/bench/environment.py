@@ -9,7 +9,7 @@ from typing import Any
 import psycopg
 from sqlalchemy.engine import URL
 
-from taskstack.dev.bench.database import libpq
+from taskstack.bench.database import libpq
 
 ISSUER = "http://taskstack-bench.invalid"
 AUDIENCE = "taskstack"

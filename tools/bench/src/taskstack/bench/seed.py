@@ -18,8 +18,8 @@ import psycopg
 from sqlalchemy.engine import URL
 
 from taskstack.auth.passwords import PasswordHasher
+from taskstack.bench.database import libpq
 from taskstack.common.models import new_id
-from taskstack.dev.bench.database import libpq
 
 PASSWORD = "bench correct horse battery staple"
 MIN_TASKS_PER_USER = 21  # a full first page and a next cursor for everyone

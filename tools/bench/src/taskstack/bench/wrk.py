@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
 
-from taskstack.dev.bench.processes import LOAD_CPU
+from taskstack.bench.processes import LOAD_CPU
 from taskstack.dev.errors import CliError
 
 _MARKER = "TASKSTACK_WRK "
-_LUA = files("taskstack.dev.bench") / "lua"
+_LUA = files("taskstack.bench") / "lua"
 
 
 @dataclass(frozen=True)

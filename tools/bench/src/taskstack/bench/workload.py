@@ -17,9 +17,9 @@ import psycopg
 from sqlalchemy.engine import URL
 
 from taskstack.auth.keys import load_signing_keys
-from taskstack.dev.bench.database import libpq
-from taskstack.dev.bench.seed import TAGS, DataSet, SeededUser
-from taskstack.dev.bench.wrk import Request
+from taskstack.bench.database import libpq
+from taskstack.bench.seed import TAGS, DataSet, SeededUser
+from taskstack.bench.wrk import Request
 from taskstack.tasks.cursor import CursorCodec, Position
 from taskstack.tasks.listing import TaskListParams
 

@@ -7,7 +7,7 @@ document, cursor included. What the service spends beyond this is the price
 of its framework, validation, token checks and middleware. The caller's id
 comes in an ``x-owner`` header: verifying tokens is not part of the floor.
 
-    uvicorn --factory taskstack.dev.bench.floor:create_app   (env: FLOOR_DATABASE_URL)
+    uvicorn --factory taskstack.bench.floor:create_app   (env: FLOOR_DATABASE_URL)
 """
 
 import json
