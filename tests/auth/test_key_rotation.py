@@ -14,7 +14,8 @@ from sqlalchemy.engine import URL
 
 from taskstack.auth.keys import generate_signing_key
 from taskstack.auth.main import create_app
-from taskstack.common.tokens import InvalidToken, RemoteKeySet, TokenVerifier
+from taskstack.common.jwks import RemoteKeySet
+from taskstack.common.tokens import InvalidToken, TokenVerifier
 from tests.support.auth import auth_settings, login, register
 from tests.support.servers import serve
 

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
+from taskstack.auth.errors import HashingOverloaded
 from taskstack.auth.passwords import PasswordHasher, bcrypt_cost, password_problem
-from taskstack.common.errors import ServiceUnavailable
 
 
 @pytest.mark.parametrize(
@@ -85,7 +85,7 @@ def test_a_full_queue_answers_503_at_once() -> None:
 
     outcomes = asyncio.run(burst())
     assert outcomes.count("hash") == 2  # one hashing, one waiting
-    assert outcomes.count(ServiceUnavailable.__name__) == 3
+    assert outcomes.count(HashingOverloaded.__name__) == 3
 
 
 def test_a_hash_that_waits_too_long_answers_503() -> None:
@@ -105,7 +105,7 @@ def test_a_hash_that_waits_too_long_answers_503() -> None:
         return [type(r).__name__ for r in waiting], refused_after
 
     outcomes, refused_after = asyncio.run(burst())
-    assert outcomes == [ServiceUnavailable.__name__] * 3
+    assert outcomes == [HashingOverloaded.__name__] * 3
     assert refused_after < 1.0  # the timeout, not the queue ahead (a cost-12 hash)
 
 
@@ -131,7 +131,7 @@ def test_an_admission_holds_one_place_for_a_whole_flow() -> None:
             try:
                 with h.admission():
                     pass
-            except ServiceUnavailable:
+            except HashingOverloaded:
                 refused = "refused"
             else:
                 refused = "admitted"
@@ -160,7 +160,7 @@ def test_another_flow_is_refused_while_the_places_are_held() -> None:
         h.close()
         return [r if isinstance(r, str) else type(r).__name__ for r in results]
 
-    assert asyncio.run(flows()) == ["signed in"] * 2 + [ServiceUnavailable.__name__] * 2
+    assert asyncio.run(flows()) == ["signed in"] * 2 + [HashingOverloaded.__name__] * 2
 
 
 def test_flows_are_let_in_only_as_far_as_the_queue_timeout_reaches() -> None:
@@ -189,5 +189,5 @@ def test_flows_are_let_in_only_as_far_as_the_queue_timeout_reaches() -> None:
     # comes within 0.5 s; refused at once, the rest.
     assert 1 <= let_in < 40  # 1 when the machine is so busy that one hash outlasts 0.5 s
     assert abs(let_in - (int(0.5 / pace) + 1)) <= 1  # the pace moves as hashes end
-    assert outcomes.count(ServiceUnavailable.__name__) == 40 - let_in
+    assert outcomes.count(HashingOverloaded.__name__) == 40 - let_in
     assert outcomes[:let_in] == ["hashed"] * let_in  # first come, first let in

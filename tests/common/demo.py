@@ -3,17 +3,24 @@
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import APIRouter, FastAPI, Form, Query
+from fastapi import APIRouter, Depends, FastAPI, Form, Query, Request
 from pydantic import BaseModel, Field
-from sqlalchemy import text
+from sqlalchemy import bindparam, insert, literal_column
 from sqlalchemy.engine import URL
 from sqlmodel import SQLModel
 
 from taskstack.common.app import create_service_app
-from taskstack.common.db import SessionDep
+from taskstack.common.db import Database, Statement, execute, fetch_one
 from taskstack.common.errors import Conflict, PreconditionFailed, TooManyRequests
 from taskstack.common.health import ReadinessCheck
-from taskstack.common.models import Timestamps, UUIDPrimaryKey, Versioned, schema_metadata
+from taskstack.common.models import (
+    Timestamps,
+    UUIDPrimaryKey,
+    Versioned,
+    new_id,
+    schema_metadata,
+    table_of,
+)
 from taskstack.common.settings import ServiceSettings
 
 SCHEMA = "demo"
@@ -53,6 +60,18 @@ COMMIT_FAULT_DDL = (
     """,
 )
 
+_INSERT = Statement.of(
+    insert(table_of(Note))
+    .values(
+        id=bindparam("id"),
+        text=bindparam("text"),
+        version=1,
+        created_at=literal_column("now()"),
+        updated_at=literal_column("now()"),
+    )
+    .returning(table_of(Note).c.id, table_of(Note).c.version)
+)
+
 FAULT_SQL = {
     "serialization": "DO $$ BEGIN RAISE EXCEPTION 'conflict' USING ERRCODE = '40001'; END $$",
     "disconnect": "SELECT pg_terminate_backend(pg_backend_pid())",
@@ -68,31 +87,40 @@ class Faults:
     attempts: int = 0
 
 
+async def _database(request: Request) -> Database:
+    database: Database = request.app.state.database
+    return database
+
+
+DatabaseDep = Annotated[Database, Depends(_database)]
+
+
 def _router(faults: Faults) -> APIRouter:
     router = APIRouter(prefix="/v1/demo")
 
     @router.post("/notes", status_code=201)
-    async def create_note(body: NoteIn, session: SessionDep) -> dict[str, object]:
+    async def create_note(body: NoteIn, database: DatabaseDep) -> dict[str, object]:
         faults.attempts += 1
-        note = Note(text=body.text)
-        session.add(note)
-        await session.flush()
-        if faults.remaining > 0:
-            faults.remaining -= 1
-            await (await session.connection()).execute(text(FAULT_SQL[faults.kind]))
-        return {"id": str(note.id), "text": note.text, "version": note.version}
+        async with database.write() as connection:
+            row = await fetch_one(connection, _INSERT, {"id": new_id(), "text": body.text})
+            assert row is not None
+            if faults.remaining > 0:
+                faults.remaining -= 1
+                await connection.execute(FAULT_SQL[faults.kind])
+        return {"id": str(row[0]), "text": body.text, "version": row[1]}
 
     @router.post("/notes-then-conflict")
-    async def create_then_conflict(body: NoteIn, session: SessionDep) -> None:
-        session.add(Note(text=body.text))
-        await session.flush()
-        raise Conflict("This note conflicts.")
+    async def create_then_conflict(body: NoteIn, database: DatabaseDep) -> None:
+        async with database.write() as connection:
+            await execute(connection, _INSERT, {"id": new_id(), "text": body.text})
+            raise Conflict("This note conflicts.")
 
     @router.get("/sleep")
     async def sleep_holding_connection(
-        session: SessionDep, seconds: float = 1.0
+        database: DatabaseDep, seconds: float = 1.0
     ) -> dict[str, float]:
-        await (await session.connection()).execute(text("SELECT pg_sleep(:s)"), {"s": seconds})
+        async with database.read() as connection:
+            await connection.execute("SELECT pg_sleep(%s)", (seconds,))
         return {"slept": seconds}
 
     @router.get("/errors/{kind}")

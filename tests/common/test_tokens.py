@@ -16,7 +16,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from taskstack.common.tokens import InvalidToken, RemoteKeySet, TokenVerifier, public_keys_from_jwks
+from taskstack.common.jwks import RemoteKeySet, public_keys_from_jwks
+from taskstack.common.tokens import InvalidToken, TokenVerifier
 from tests.support.tokens import AUDIENCE, ISSUER, TokenMint
 
 LEEWAY = 30

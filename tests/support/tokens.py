@@ -12,7 +12,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from taskstack.common.tokens import ALGORITHM, StaticKeySet
+from taskstack.common.jwks import ALGORITHM, StaticKeySet
 
 ISSUER = "http://127.0.0.1:8000"
 AUDIENCE = "taskstack"

@@ -6,7 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from taskstack.tasks.cursor import CursorCodec, InvalidCursor, Position
+from taskstack.tasks.cursor import CursorCodec, Position
+from taskstack.tasks.errors import InvalidCursor
 from taskstack.tasks.listing import TaskListParams
 
 OWNER = uuid.uuid4()

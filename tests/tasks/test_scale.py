@@ -20,12 +20,11 @@ from typing import Any, get_args
 import httpx
 import psycopg
 import pytest
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import URL
 
 from taskstack.common.migrations import upgrade
 from taskstack.tasks.cursor import Position
-from taskstack.tasks.listing import SortKey, TaskListParams, page_statement
+from taskstack.tasks.listing import SortKey, TaskListParams, page_query
 from taskstack.tasks.main import create_app
 from taskstack.tasks.migrate import HISTORY
 from tests.support.postgres import PostgresServer
@@ -113,9 +112,6 @@ VARIANTS: list[dict[str, Any]] = [
 ]
 
 
-DIALECT = postgresql.psycopg.dialect()  # type: ignore[no-untyped-call]
-
-
 def plan(dsn: str, variant: dict[str, Any], *, second_page: bool) -> dict[str, Any]:
     params = TaskListParams.model_validate(variant)
     with psycopg.connect(dsn) as conn:
@@ -129,11 +125,9 @@ def plan(dsn: str, variant: dict[str, Any], *, second_page: bool) -> dict[str, A
             ).fetchone()
             assert middle is not None
             after = Position(middle[0], middle[1])
-        compiled = page_statement(OWNER, params, after).compile(
-            dialect=DIALECT, compile_kwargs={"render_postcompile": True}
-        )
-        explain = f"EXPLAIN (ANALYZE, FORMAT JSON) {compiled}"
-        row = conn.execute(explain, compiled.params).fetchone()
+        statement, values = page_query(OWNER, params, after)
+        explain = f"EXPLAIN (ANALYZE, FORMAT JSON) {statement.sql}"
+        row = conn.execute(explain, statement.values(values)).fetchone()
     assert row is not None
     document: dict[str, Any] = row[0][0]["Plan"]
     return document

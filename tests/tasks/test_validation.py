@@ -6,10 +6,10 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from taskstack.tasks.models import Priority, TaskCreate, TaskPatch
+from taskstack.tasks.models import Priority, TaskCreate, TaskUpdate
 
 
-def refused(model: type[TaskCreate] | type[TaskPatch], body: dict[str, Any]) -> list[Any]:
+def refused(model: type[TaskCreate] | type[TaskUpdate], body: dict[str, Any]) -> list[Any]:
     with pytest.raises(ValidationError) as caught:
         model.model_validate(body)
     return [error["loc"] for error in caught.value.errors()]
@@ -97,21 +97,21 @@ def test_bad_due_at(due_at: object) -> None:
 )
 def test_unknown_and_read_only_fields_are_refused(field: str) -> None:
     assert refused(TaskCreate, {"title": "t", field: "1"}) == [(field,)]
-    assert refused(TaskPatch, {field: "1"}) == [(field,)]
+    assert refused(TaskUpdate, {field: "1"}) == [(field,)]
 
 
 def test_patch_knows_which_fields_it_sets() -> None:
-    patch = TaskPatch.model_validate({"description": None, "priority": "high"})
+    patch = TaskUpdate.model_validate({"description": None, "priority": "high"})
     assert patch.changes() == {"description": None, "priority": Priority.HIGH}
-    assert TaskPatch.model_validate({}).changes() == {}
+    assert TaskUpdate.model_validate({}).changes() == {}
 
 
 @pytest.mark.parametrize("field", ["title", "completed", "priority", "tags"])
 def test_patch_cannot_remove_a_required_field(field: str) -> None:
-    assert refused(TaskPatch, {field: None}) == [(field,)]
+    assert refused(TaskUpdate, {field: None}) == [(field,)]
 
 
 def test_patch_validates_like_create() -> None:
-    assert refused(TaskPatch, {"title": " "}) == [("title",)]
-    assert refused(TaskPatch, {"due_at": "2030-01-01T00:00:00"}) == [("due_at",)]
-    assert TaskPatch.model_validate({"due_at": None}).changes() == {"due_at": None}
+    assert refused(TaskUpdate, {"title": " "}) == [("title",)]
+    assert refused(TaskUpdate, {"due_at": "2030-01-01T00:00:00"}) == [("due_at",)]
+    assert TaskUpdate.model_validate({"due_at": None}).changes() == {"due_at": None}

@@ -61,7 +61,7 @@ def create_service_app(
 
     @asynccontextmanager
     async def app_lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await database.wait_until_reachable()
+        await database.open()
         try:
             async with (lifespan or _no_lifespan)(app):
                 logger.info("started", extra={"version": version})
@@ -71,7 +71,7 @@ def create_service_app(
                 gc.freeze()
                 yield
         finally:
-            await database.dispose()
+            await database.close()
 
     app = FastAPI(
         title=f"taskstack {name}",
@@ -132,7 +132,7 @@ def create_service_app(
             max_age=600,
         )
     if provider := tracer_provider(name, version):
-        instrument_app(app, database.engine, provider)
+        instrument_app(app, database, provider)
     return app
 
 

@@ -1,26 +1,106 @@
-"""The database: engine and pool from settings, the request-scoped session, transient errors."""
+"""The database: one psycopg connection pool per service, and the one transaction vocabulary.
+
+Every service talks to PostgreSQL in exactly these ways (``tests/test_workspace.py``
+fails if a service opens a connection or a transaction any other way):
+
+=====================================  =========================================================
+``async with database.read() as c``    a connection in autocommit: each statement is its own
+                                       transaction, no BEGIN or COMMIT round trip. For reads.
+``async with database.write() as c``   one transaction: committed when the block ends, rolled
+                                       back if it raises. For every write.
+several blocks, one after the other    each its own short transaction: for a flow that must
+                                       not hold a connection while it waits (auth hashes
+                                       passwords between blocks).
+=====================================  =========================================================
+
+The block commits before the service returns, so a failed commit can never
+follow a success status. Statements are SQLAlchemy Core constructs built once
+from the SQLModel tables and compiled to SQL text (``Statement.of``), then run
+on psycopg directly: SQLModel stays the source of truth for the schema and
+the migrations, and a request pays for the driver only.
+"""
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import psycopg
-from fastapi import Depends, Request
-from sqlalchemy import NullPool, event, text
-from sqlalchemy.engine import ExceptionContext
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlmodel.ext.asyncio.session import AsyncSession
+from psycopg import AsyncConnection
+from psycopg.conninfo import make_conninfo
+from psycopg.errors import QueryCanceled, TransactionRollback
+from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
+from sqlalchemy.engine import URL
+from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from taskstack.common.errors import ServiceUnavailable
-from taskstack.common.metrics import DB_CONNECTION_ERRORS, DB_POOL_WAIT, POOLS
+from taskstack.common.metrics import DB_CONNECTION_ERRORS, DB_POOL_WAIT, track_pool
 from taskstack.common.settings import ServiceSettings
 
 logger = logging.getLogger(__name__)
+
+Connection = AsyncConnection[tuple[Any, ...]]
+T = TypeVar("T")
+
+_DIALECT = PGDialect_psycopg()  # type: ignore[no-untyped-call]
+
+
+@dataclass(frozen=True, slots=True)
+class Statement:
+    """A statement compiled once to SQL text with psycopg's ``%(name)s`` placeholders.
+
+    ``defaults`` are the values bound into the construct itself (a literal
+    limit, say); the caller's values, given by bound-parameter name, complete
+    them at each execution.
+    """
+
+    sql: str
+    defaults: Mapping[str, Any]
+
+    @classmethod
+    def of(cls, construct: ClauseElement) -> "Statement":
+        compiled = construct.compile(dialect=_DIALECT)
+        assert isinstance(compiled, SQLCompiler)
+        if prefetched := [*compiled.insert_prefetch, *compiled.update_prefetch]:
+            # SQLAlchemy computes these in Python at execution, which psycopg alone
+            # would not: the statement must give them their values.
+            names = ", ".join(column.key for column in prefetched)
+            raise ValueError(f"give the statement a value for {names} (a Python-side default)")
+        defaults = {
+            name: compiled.params[name]
+            for name, bind in compiled.binds.items()
+            if not bind.required and name in compiled.params
+        }
+        return cls(str(compiled), defaults)
+
+    def values(self, values: Mapping[str, Any]) -> Mapping[str, Any]:
+        return {**self.defaults, **values} if self.defaults else values
+
+
+async def fetch_one(
+    connection: Connection, statement: Statement, values: Mapping[str, Any]
+) -> tuple[Any, ...] | None:
+    cursor = await connection.execute(statement.sql, statement.values(values))
+    return await cursor.fetchone()
+
+
+async def fetch_all(
+    connection: Connection, statement: Statement, values: Mapping[str, Any]
+) -> list[tuple[Any, ...]]:
+    cursor = await connection.execute(statement.sql, statement.values(values))
+    return await cursor.fetchall()
+
+
+async def execute(connection: Connection, statement: Statement, values: Mapping[str, Any]) -> int:
+    """Run a statement for its effect; the number of rows it touched."""
+    cursor = await connection.execute(statement.sql, statement.values(values))
+    return cursor.rowcount
 
 
 class DatabaseUnreachable(RuntimeError):
@@ -33,163 +113,269 @@ def is_transient(exc: BaseException) -> bool:
     Serialization failures, deadlocks and lost or refused connections are; a
     statement timeout is not (the same statement would time out again).
     """
-    if not isinstance(exc, DBAPIError):
-        return False
-    if exc.connection_invalidated:
-        return True
-    return isinstance(exc.orig, psycopg.OperationalError) and not isinstance(
-        exc.orig, psycopg.errors.QueryCanceled
-    )
+    return isinstance(exc, psycopg.OperationalError) and not isinstance(exc, QueryCanceled)
 
 
-def _commit_outcome_unknown(exc: DBAPIError) -> bool:
-    # A serialization failure or deadlock at COMMIT means "rolled back"; a lost
-    # connection leaves it open whether the COMMIT reached the server.
-    if isinstance(exc.orig, psycopg.errors.TransactionRollback):
-        return False
-    return exc.connection_invalidated or isinstance(exc.orig, psycopg.OperationalError)
+def libpq_url(url: URL) -> str:
+    """``url`` as a libpq connection string: its parts and query options, as psycopg would
+    get them from SQLAlchemy (a rendered URL would mangle options that hold spaces)."""
+    parts: dict[str, Any] = {
+        "host": url.host,
+        "port": url.port,
+        "user": url.username,
+        "password": url.password,
+        "dbname": url.database,
+    }
+    parts |= {
+        key: value if isinstance(value, str) else value[-1] for key, value in url.query.items()
+    }
+    return make_conninfo("", **{key: value for key, value in parts.items() if value is not None})
+
+
+ConnectionHook = Callable[[Connection], Awaitable[None]]
+
+
+class _Pool:
+    """Connections made on demand up to ``limit``, ``keep`` of them kept between requests.
+
+    Hand-written rather than psycopg_pool, whose connections are made by
+    background workers that back off after a failure (1, 2, 4, ... s): after a
+    database outage, requests would wait out that backoff instead of
+    reconnecting the moment the database is back, and during one they would
+    queue for the pool's full timeout instead of failing fast. Here a request
+    that finds no idle connection makes one itself, bounded by the connect
+    timeout, and a failure is the request's own (replayed, or a 503). Waiting
+    for a free slot is first come, first served (asyncio's semaphore), and
+    bounded by the acquire timeout.
+    """
+
+    def __init__(
+        self,
+        connect: Callable[[float], Awaitable[Connection]],
+        *,
+        keep: int,
+        limit: int,
+        acquire_timeout: float,
+        connect_timeout: float,
+        check: Callable[[Connection, float], Awaitable[None]] | None,
+    ):
+        self._connect = connect
+        self.keep = keep
+        self.limit = limit
+        self._acquire_timeout = acquire_timeout
+        self._connect_timeout = connect_timeout
+        self._check = check
+        self._slots = asyncio.Semaphore(limit)
+        self._idle: list[Connection] = []
+        self.open_connections = 0
+        self._closed = False
+
+    @property
+    def idle(self) -> int:
+        return len(self._idle)
+
+    async def acquire(self) -> Connection:
+        try:
+            async with asyncio.timeout(self._acquire_timeout):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise ServiceUnavailable("All database connections are busy.") from None
+        # A live connection (checked, or new) within the connect timeout, in all.
+        deadline = time.monotonic() + self._connect_timeout
+        try:
+            while self._idle:
+                connection = self._idle.pop()  # the most recently used: likeliest alive
+                if self._check is not None:
+                    try:
+                        await self._check(connection, deadline - time.monotonic())
+                    except psycopg.Error:
+                        await self._discard(connection)
+                        continue
+                return connection
+            connection = await self._connect(deadline - time.monotonic())
+            self.open_connections += 1
+            return connection
+        except BaseException:
+            self._slots.release()
+            raise
+
+    async def release(self, connection: Connection) -> None:
+        try:
+            reusable = (
+                not self._closed
+                and not connection.broken
+                and connection.info.transaction_status is psycopg.pq.TransactionStatus.IDLE
+                and len(self._idle) < self.keep
+            )
+            if reusable:
+                self._idle.append(connection)
+            else:
+                await self._discard(connection)
+        finally:
+            self._slots.release()
+
+    async def _discard(self, connection: Connection) -> None:
+        self.open_connections -= 1
+        with contextlib.suppress(psycopg.Error):
+            await connection.close()
+
+    async def close(self) -> None:
+        self._closed = True
+        while self._idle:
+            await self._discard(self._idle.pop())
 
 
 class Database:
-    """One service's connection pool, built from its settings; connects lazily."""
+    """One service's connection pool, built from its settings; opened by the app's lifespan."""
 
     def __init__(self, settings: ServiceSettings, *, service: str):
         self.service = service
-        connect_args: dict[str, Any] = {
+        self._conninfo = libpq_url(settings.database)
+        self._connect_kwargs: dict[str, Any] = {
+            "autocommit": True,
             "connect_timeout": settings.database_connect_timeout,
             "application_name": f"taskstack-{service}",
         }
         if settings.uses_transaction_pooler:
             # A transaction-mode pooler (PgBouncer, Neon's pooled endpoint) hands
             # each transaction to any server connection: no prepared statements.
-            connect_args["prepare_threshold"] = None
-        self.engine: AsyncEngine = create_async_engine(
-            settings.database,
-            pool_size=settings.database_pool_size,
-            max_overflow=settings.database_max_overflow,
-            pool_timeout=settings.database_pool_timeout,
-            pool_pre_ping=settings.database_pool_pre_ping,
-            connect_args=connect_args,
-        )
-        # Readiness and start-up open their own short-lived connection, so they
-        # report whether the database answers, not whether the pool has room.
-        self._probe_engine = create_async_engine(
-            settings.database, poolclass=NullPool, connect_args=connect_args
-        )
-        # SQLAlchemy's asyncio pool lets a newcomer take a returned connection
-        # ahead of tasks already waiting, which starves some of them under load;
-        # this FIFO semaphore makes waiting fair and bounds it.
-        self._max_connections = settings.database_pool_size + settings.database_max_overflow
-        self._slots = asyncio.Semaphore(self._max_connections)
-        self._acquire_timeout = settings.database_pool_timeout
+            self._connect_kwargs["prepare_threshold"] = None
         self._connect_timeout = settings.database_connect_timeout
         self._startup_timeout = settings.database_startup_timeout
         self.readiness_timeout = settings.readiness_timeout
+        self._configure_hooks: list[ConnectionHook] = []
+        self.pool = _Pool(
+            self._new_connection,
+            keep=settings.database_pool_size,
+            limit=settings.database_pool_size + settings.database_max_overflow,
+            acquire_timeout=settings.database_pool_timeout,
+            connect_timeout=settings.database_connect_timeout,
+            check=self._check if settings.database_pool_pre_ping else None,
+        )
         self._wait = DB_POOL_WAIT.labels(service)
-        connection_errors = DB_CONNECTION_ERRORS.labels(service)
+        self._connection_errors = DB_CONNECTION_ERRORS.labels(service)
+        track_pool(self)
 
-        @event.listens_for(self.engine.sync_engine, "handle_error")
-        def _count_connection_errors(context: ExceptionContext) -> None:
-            if context.is_disconnect or context.connection is None:
-                connection_errors.inc()
+    def on_connect(self, hook: ConnectionHook) -> None:
+        """Run ``hook`` on every connection the pool opens (tracing instruments them)."""
+        self._configure_hooks.append(hook)
 
-        POOLS.databases.add(self)
-
-    def pool_stats(self) -> dict[str, float]:
-        pool = self.engine.pool
-        return {
-            "size": float(pool.size()),  # type: ignore[attr-defined]
-            "checked_out": float(pool.checkedout()),  # type: ignore[attr-defined]
-            "overflow": float(max(pool.overflow(), 0)),  # type: ignore[attr-defined]
-            "limit": float(self._max_connections),
-        }
+    async def _new_connection(self, seconds: float) -> Connection:
+        try:
+            connection = await self._within(
+                seconds, psycopg.AsyncConnection.connect(self._conninfo, **self._connect_kwargs)
+            )
+        except psycopg.OperationalError:
+            self._connection_errors.inc()
+            raise
+        for hook in self._configure_hooks:
+            await hook(connection)
+        return connection
 
     @asynccontextmanager
-    async def _slot(self) -> AsyncIterator[None]:
+    async def read(self) -> AsyncIterator[Connection]:
+        """A connection in autocommit mode: every statement commits on its own."""
+        async with self._connection() as connection:
+            yield connection
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[Connection]:
+        """One transaction: committed when the block ends, rolled back when it raises."""
+        async with self._connection() as connection:
+            await connection.execute("BEGIN")
+            try:
+                yield connection
+            except BaseException:
+                if not connection.broken:
+                    # A failed ROLLBACK leaves the connection broken: the pool drops it.
+                    with contextlib.suppress(psycopg.Error):
+                        await connection.execute("ROLLBACK")
+                raise
+            await self._commit(connection)
+
+    async def _commit(self, connection: Connection) -> None:
+        try:
+            await connection.execute("COMMIT")
+        except TransactionRollback:
+            raise  # rolled back for certain: a replay of the request is safe
+        except psycopg.OperationalError as exc:
+            # Not replayed: a write that may have landed could be applied twice.
+            raise ServiceUnavailable(
+                "The database connection was lost while committing; "
+                "the change may or may not have been applied."
+            ) from exc
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[Connection]:
         started = time.perf_counter()
         try:
-            async with asyncio.timeout(self._acquire_timeout):
-                await self._slots.acquire()
-        except TimeoutError:
-            raise ServiceUnavailable("All database connections are busy.") from None
+            connection = await self.pool.acquire()
         finally:
             self._wait.observe(time.perf_counter() - started)
         try:
-            yield
+            yield connection
+        except psycopg.OperationalError:
+            if connection.broken:
+                self._connection_errors.inc()
+            raise
         finally:
-            self._slots.release()
+            await self.pool.release(connection)
 
-    @asynccontextmanager
-    async def session(self) -> AsyncIterator[AsyncSession]:
-        """A session whose transaction commits on success and rolls back on any error."""
-        async with self._slot(), AsyncSession(self.engine, expire_on_commit=False) as session:
-            await self._within_connect_timeout(session.connection())
-            try:
-                yield session
-            except BaseException:
-                await session.rollback()
-                raise
-            await _commit(session)
-
-    @asynccontextmanager
-    async def connection(self, *, autocommit: bool = False) -> AsyncIterator[AsyncConnection]:
-        """A Core connection in a transaction that commits on success, rolls back on any error.
-
-        Cheaper than a session for code that needs no ORM. With ``autocommit``
-        every statement is its own transaction: a request that runs one
-        statement saves the BEGIN and COMMIT round trips (on the tasks list
-        these were about a third of the time spent per request).
-        """
-        async with self._slot():
-            connection = self.engine.connect()
-            await self._within_connect_timeout(connection.start())
-            try:
-                if autocommit:
-                    await connection.execution_options(isolation_level="AUTOCOMMIT")
-                try:
-                    yield connection
-                except BaseException:
-                    await connection.rollback()
-                    raise
-                await _commit(connection)
-            finally:
-                await connection.close()
-
-    async def _within_connect_timeout(self, checkout: Coroutine[Any, Any, Any]) -> None:
-        """Get a connection (pre-ping, or a new connect) within the connect timeout.
-
-        A database that takes bytes and never answers (a hung server, a
-        half-open connection) would otherwise hold the request, and a pool
-        slot, forever.
-        """
-        task = asyncio.ensure_future(checkout)
+    async def _check(self, connection: Connection, seconds: float) -> None:
+        """A round trip on a pooled connection before a request gets it."""
         try:
-            done, _ = await asyncio.wait({task}, timeout=self._connect_timeout)
-            if not done:
-                await _abandon(task)
+            await self._within(seconds, connection.execute(""))
+        except psycopg.OperationalError:
+            self._connection_errors.inc()
+            raise
+
+    @staticmethod
+    async def _within(seconds: float, call: Coroutine[Any, Any, T]) -> T:
+        """``call``'s result, or OperationalError after ``seconds``: a server that
+        stopped answering without closing the connection (a hung server, a half-open
+        connection) must not hold a request, or a pool slot, forever."""
+        task = asyncio.ensure_future(call)
+        try:
+            done, _ = await asyncio.wait({task}, timeout=max(seconds, 0.0))
         except BaseException:
             await _abandon(task)
             raise
         if not done:
-            if not task.cancelled():
-                task.exception()  # the caller hears of the timeout instead
-            raise ServiceUnavailable("The database did not answer in time.")
-        task.result()
+            await _abandon(task)
+            raise psycopg.OperationalError("the database did not answer in time")
+        return task.result()
+
+    def pool_stats(self) -> dict[str, float]:
+        pool = self.pool
+        return {
+            "size": float(pool.open_connections),
+            "checked_out": float(pool.open_connections - pool.idle),
+            "overflow": float(max(pool.open_connections - pool.keep, 0)),
+            "limit": float(pool.limit),
+        }
 
     async def ping(self) -> bool:
-        """Whether the database answers a trivial query within the readiness timeout."""
+        """Whether the database answers a trivial query within the readiness timeout.
+
+        On a connection of its own, so it reports whether the database answers,
+        not whether the pool has room.
+        """
         try:
-            async with (
-                asyncio.timeout(self.readiness_timeout),
-                self._probe_engine.connect() as conn,
-            ):
-                await conn.execute(text("SELECT 1"))
-        except (TimeoutError, SQLAlchemyError, OSError):
+            async with asyncio.timeout(self.readiness_timeout):
+                connection = await psycopg.AsyncConnection.connect(
+                    self._conninfo, **self._connect_kwargs
+                )
+                try:
+                    await connection.execute("SELECT 1")
+                finally:
+                    await connection.close()
+        except (TimeoutError, psycopg.Error, OSError):
             return False
         return True
 
-    async def wait_until_reachable(self) -> None:
-        """Retry with jittered exponential backoff (a Neon compute may be waking up)."""
+    async def open(self) -> None:
+        """Return once the database answers, retrying with jittered backoff (a Neon compute
+        may be waking up from zero) for up to the start-up timeout."""
         deadline = time.monotonic() + self._startup_timeout
         delay = 0.25
         attempt = 1
@@ -207,53 +393,18 @@ class Database:
             delay = min(delay * 2, 5.0)
             attempt += 1
 
-    async def dispose(self) -> None:
-        await self.engine.dispose()
-        await self._probe_engine.dispose()
+    async def close(self) -> None:
+        await self.pool.close()
 
 
 async def _abandon(task: asyncio.Future[Any]) -> None:
     """Cancel a database call and wait until it has let go of its connection.
 
     psycopg meets a cancellation by asking the server to cancel the query, and
-    waits up to 10 s for that; a second cancellation makes it close the
-    connection at once (and the pool then drops it).
+    waits for that; a second cancellation makes it close the connection at
+    once (and the pool then drops it).
     """
     for _ in range(2):
         task.cancel()
         await asyncio.wait({task}, timeout=0.1)
     await asyncio.wait({task})
-
-
-async def _commit(transaction: AsyncSession | AsyncConnection) -> None:
-    try:
-        await transaction.commit()
-    except DBAPIError as exc:
-        if _commit_outcome_unknown(exc):
-            # Not retried: replaying a write that may have landed could apply it twice.
-            raise ServiceUnavailable(
-                "The database connection was lost while committing; "
-                "the change may or may not have been applied."
-            ) from exc
-        raise
-
-
-async def _database(request: Request) -> Database:
-    database: Database = request.app.state.database
-    return database
-
-
-# For routes that open their own short transactions (Database.session or
-# Database.connection) rather than hold one for the whole request.
-DatabaseDep = Annotated[Database, Depends(_database)]
-
-
-async def _request_session(request: Request) -> AsyncIterator[AsyncSession]:
-    database: Database = request.app.state.database
-    async with database.session() as session:
-        yield session
-
-
-# scope="function": the commit happens before the response is sent, so a
-# failed commit can never follow a success status.
-SessionDep = Annotated[AsyncSession, Depends(_request_session, scope="function")]

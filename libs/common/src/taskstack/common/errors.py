@@ -1,4 +1,9 @@
-"""Errors that carry their HTTP status, rendered as RFC 9457 problem+json."""
+"""Errors that carry their HTTP status, rendered as RFC 9457 problem+json.
+
+Services raise; they never return an error. Each service keeps its own error
+types in its ``errors.py``, subclasses of the ones here, so a reader finds
+every answer a service can give in one place.
+"""
 
 from collections.abc import Mapping, Sequence
 from http import HTTPStatus
@@ -44,13 +49,24 @@ class AppError(Exception):
         self.headers = dict(headers or {})
 
     def response(self) -> Response:
-        """The problem answer. A route may return it instead of raising the error, so that
-        what the request wrote (a failed-attempt counter, say) still commits."""
+        """The problem answer (the handler's, and a gate's that answers before routing)."""
         return problem_response(self.status_code, self.detail, headers=self.headers)
 
 
 class BadRequest(AppError):
     status_code = HTTPStatus.BAD_REQUEST
+
+
+class Unauthorized(AppError):
+    """A missing, invalid or expired access token (RFC 6750 §3: a Bearer challenge)."""
+
+    status_code = HTTPStatus.UNAUTHORIZED
+
+    def __init__(self, detail: str, *, error: str | None = "invalid_token"):
+        challenge = 'Bearer realm="taskstack"'
+        if error:
+            challenge += f', error="{error}"'
+        super().__init__(detail, headers={"WWW-Authenticate": challenge})
 
 
 class NotFound(AppError):

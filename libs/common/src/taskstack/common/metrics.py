@@ -5,18 +5,16 @@ has a bounded set of values: route templates, never raw paths; no user,
 e-mail or task ids.
 """
 
+import contextlib
 import weakref
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from fastapi import APIRouter, Request, Response
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
-
-if TYPE_CHECKING:
-    from taskstack.common.db import Database
 
 # From a few milliseconds (a cached read) to 10 s (the slowest a client waits).
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -74,11 +72,17 @@ def method_label(method: str) -> str:
     return method if method in KNOWN_METHODS else "other"
 
 
+class Pool(Protocol):
+    service: str
+
+    def pool_stats(self) -> dict[str, float]: ...
+
+
 class _PoolCollector(Collector):
     """Reads each live connection pool at scrape time."""
 
     def __init__(self) -> None:
-        self.databases: weakref.WeakSet[Database] = weakref.WeakSet()
+        self.databases: weakref.WeakSet[Pool] = weakref.WeakSet()
 
     def collect(self) -> Iterable[Metric]:
         families = {
@@ -113,8 +117,16 @@ class _PoolCollector(Collector):
         return families.values()
 
 
-POOLS = _PoolCollector()
-REGISTRY.register(POOLS)
+_POOLS = _PoolCollector()
+
+
+def track_pool(pool: Pool) -> None:
+    """Report ``pool`` in the pool metrics while it lives (the collector registers with the
+    first pool, not when this module is imported)."""
+    if not _POOLS.databases:
+        with contextlib.suppress(ValueError):  # already registered by an earlier pool
+            REGISTRY.register(_POOLS)
+    _POOLS.databases.add(pool)
 
 
 def metrics_router() -> APIRouter:

@@ -2,9 +2,11 @@
 
 import uuid
 from datetime import UTC, datetime
+from typing import cast
 
-from sqlalchemy import DateTime, MetaData, func
+from sqlalchemy import DateTime, MetaData, Table, func
 from sqlmodel import Field, SQLModel
+from sqlmodel._compat import SQLModelConfig  # the type of SQLModel.model_config
 from uuid_utils.compat import uuid7
 
 # Explicit constraint names: migrations can refer to them, and they are the
@@ -27,9 +29,21 @@ def schema_metadata(schema: str) -> MetaData:
     return MetaData(schema=schema, naming_convention=NAMING_CONVENTION)
 
 
+def table_of(model: type[SQLModel]) -> Table:
+    """The Core table of a SQLModel table class, for statements built once."""
+    return cast(Table, model.__table__)  # type: ignore[attr-defined]  # set by table=True
+
+
 def new_id() -> uuid.UUID:
     """A UUIDv7: time-ordered, so new rows land at the right edge of the primary-key index."""
     return uuid7()
+
+
+class StrictModel(SQLModel):
+    """Base of what clients send (bodies, query strings): a member it does not define is a
+    422, not silently ignored, so a misspelt field never goes unnoticed."""
+
+    model_config = SQLModelConfig(extra="forbid")
 
 
 class UUIDPrimaryKey(SQLModel):

@@ -11,19 +11,20 @@ its outgoing HTTP calls.
 """
 
 import os
+from typing import Any
 
 import httpx
 from fastapi import FastAPI
 from opentelemetry import trace
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
-from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
-from opentelemetry.metrics import NoOpMeterProvider
+from opentelemetry.instrumentation.psycopg import PsycopgInstrumentor
 from opentelemetry.sdk.resources import OTELResourceDetector, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from sqlalchemy.ext.asyncio import AsyncEngine
+from psycopg import AsyncConnection
 
+from taskstack.common.db import Database
 from taskstack.common.metrics import INFRASTRUCTURE_PATHS
 
 SUPPORTED_PROTOCOL = "http/protobuf"
@@ -78,20 +79,20 @@ def _resource(service: str, version: str) -> Resource:
     return Resource.create(attributes).merge(OTELResourceDetector().detect())
 
 
-def instrument_app(app: FastAPI, engine: AsyncEngine, provider: TracerProvider) -> None:
+def instrument_app(app: FastAPI, database: Database, provider: TracerProvider) -> None:
     FastAPIInstrumentor.instrument_app(
         app,
         tracer_provider=provider,
         excluded_urls=",".join(INFRASTRUCTURE_PATHS),
         exclude_spans=["receive", "send"],  # one server span per request, not per ASGI message
     )
-    # Only this engine, with this provider (the instrumentor's global patching
-    # would bind every engine of the process to the first provider).
-    EngineTracer(  # type: ignore[no-untyped-call]
-        provider.get_tracer("taskstack.db"),
-        engine.sync_engine,
-        NoOpMeterProvider().get_meter("taskstack.db").create_up_down_counter("unused"),
-    )
+
+    # Each connection of this pool, with this provider (the instrumentor's global
+    # patching would bind every connection of the process to the first provider).
+    async def trace_statements(connection: AsyncConnection[Any]) -> None:
+        PsycopgInstrumentor.instrument_connection(connection, tracer_provider=provider)
+
+    database.on_connect(trace_statements)
 
 
 def instrument_client(client: httpx.AsyncClient) -> None:

@@ -2,40 +2,35 @@
 
 The algorithm is pinned (ES256), every registered claim is required, ``iss``
 and ``aud`` must match exactly, ``typ`` must say at+jwt, and the small leeway
-is the only tolerance. Keys come from a key set: the auth service's own, or a
-JWKS fetched over HTTP and cached (``RemoteKeySet``). Headers that point at
-other keys (``jku``, ``x5u``, ``jwk``, ``x5c``) are never followed: a token
-carrying one is refused, as is one with ``crit`` (no extension is understood).
+is the only tolerance. Keys come from a key set (``taskstack.common.jwks``):
+auth's own, or its JWKS fetched and cached. Headers that point at other keys
+(``jku``, ``x5u``, ``jwk``, ``x5c``) are never followed: a token carrying one
+is refused, as is one with ``crit`` (no extension is understood).
 """
 
-import asyncio
 import logging
-import random
-import re
 import time
 import uuid
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any, Protocol
+from typing import Annotated
 
-import httpx
 import jwt
 from cachetools import TLRUCache
 from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
 
-from taskstack.common.errors import AppError
-from taskstack.common.metrics import JWKS_REFRESHES, TOKEN_VERIFICATION_FAILURES
+from taskstack.common.errors import Unauthorized
+from taskstack.common.jwks import ALGORITHM, KID, KeySet
+from taskstack.common.metrics import TOKEN_VERIFICATION_FAILURES
+from taskstack.common.settings import ServiceSettings
 
 logger = logging.getLogger(__name__)
 
-ALGORITHM = "ES256"
 TOKEN_TYPES = frozenset({"at+jwt", "application/at+jwt"})
 REQUIRED_CLAIMS = ("iss", "aud", "sub", "exp", "iat", "nbf", "jti")
 MAX_TOKEN_BYTES = 4096
 TOKEN_PATH = "/v1/auth/token"
-_KID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _REFUSED_HEADERS = frozenset({"jku", "x5u", "jwk", "x5c", "crit"})
 
 
@@ -47,16 +42,6 @@ class InvalidToken(Exception):
         self.reason = reason
 
 
-class Unauthorized(AppError):
-    status_code = 401
-
-    def __init__(self, detail: str, *, error: str | None = "invalid_token"):
-        challenge = 'Bearer realm="taskstack"'
-        if error:
-            challenge += f', error="{error}"'
-        super().__init__(detail, headers={"WWW-Authenticate": challenge})
-
-
 @dataclass(frozen=True)
 class AccessToken:
     """A verified access token: who it speaks for, and until when."""
@@ -64,109 +49,6 @@ class AccessToken:
     subject: uuid.UUID
     token_id: str
     expires_at: int
-
-
-class KeySet(Protocol):
-    async def key(self, kid: str) -> EllipticCurvePublicKey | None: ...
-
-
-class StaticKeySet:
-    """Keys known in-process (the auth service verifies with its own public keys)."""
-
-    def __init__(self, keys: Mapping[str, EllipticCurvePublicKey]):
-        self.keys = dict(keys)
-
-    async def key(self, kid: str) -> EllipticCurvePublicKey | None:
-        return self.keys.get(kid)
-
-
-def public_keys_from_jwks(document: Any) -> dict[str, EllipticCurvePublicKey]:
-    """The P-256 signing keys of a JWKS; a key with a private part is refused outright."""
-    if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
-        raise ValueError("not a JWKS document")
-    keys: dict[str, EllipticCurvePublicKey] = {}
-    for entry in document["keys"]:
-        if not isinstance(entry, dict) or "d" in entry:
-            raise ValueError("a JWKS entry is malformed or carries a private key")
-        kid = entry.get("kid")
-        usable = (
-            entry.get("kty") == "EC"
-            and entry.get("crv") == "P-256"
-            and entry.get("alg", ALGORITHM) == ALGORITHM
-            and entry.get("use", "sig") == "sig"
-            and isinstance(kid, str)
-            and _KID.fullmatch(kid)
-        )
-        if usable:
-            key = jwt.PyJWK(entry, ALGORITHM).key
-            if isinstance(key, EllipticCurvePublicKey):
-                keys[str(kid)] = key
-    return keys
-
-
-class RemoteKeySet:
-    """A JWKS fetched over HTTP(S): cached for ``ttl`` seconds, refreshed in the background.
-
-    An unknown ``kid`` triggers a refetch at most once per ``cooldown``, so a
-    flood of made-up kids cannot hammer the auth service; a failed fetch keeps
-    the last good keys.
-    """
-
-    def __init__(
-        self,
-        url: str,
-        *,
-        client: httpx.AsyncClient,
-        ttl: float = 300.0,
-        cooldown: float = 30.0,
-    ):
-        self.url = url
-        self.ttl = ttl
-        self.cooldown = cooldown
-        self._client = client
-        self._keys: dict[str, EllipticCurvePublicKey] = {}
-        self._loaded = False
-        self._last_attempt = float("-inf")
-        self._lock = asyncio.Lock()
-
-    @property
-    def loaded(self) -> bool:
-        return self._loaded
-
-    async def key(self, kid: str) -> EllipticCurvePublicKey | None:
-        if kid not in self._keys and time.monotonic() - self._last_attempt >= self.cooldown:
-            await self.refresh(only_if_older_than=self.cooldown)
-        return self._keys.get(kid)
-
-    async def refresh(self, *, only_if_older_than: float = 0.0) -> bool:
-        """Fetch the JWKS once (concurrent callers share one fetch); True when it succeeded."""
-        async with self._lock:
-            if time.monotonic() - self._last_attempt < only_if_older_than:
-                return self._loaded
-            self._last_attempt = time.monotonic()
-            try:
-                response = await self._client.get(self.url)
-                response.raise_for_status()
-                keys = public_keys_from_jwks(response.json())
-            except (httpx.HTTPError, ValueError) as exc:
-                logger.warning("JWKS refresh failed", extra={"url": self.url, "error": str(exc)})
-                JWKS_REFRESHES.labels("failure").inc()
-                return False
-            JWKS_REFRESHES.labels("success").inc()
-            self._keys = keys
-            self._loaded = True
-            return True
-
-    async def run(self) -> None:
-        """Keep the keys fresh until cancelled: every ttl, sooner while fetches fail."""
-        retry = 1.0
-        while True:
-            if await self.refresh():
-                retry = 1.0
-                await asyncio.sleep(self.ttl * random.uniform(0.9, 1.0))  # noqa: S311 - jitter
-            else:
-                await asyncio.sleep(retry)
-                retry = min(retry * 2, self.ttl)
 
 
 @dataclass(frozen=True)
@@ -179,10 +61,9 @@ class _Verified:
 class TokenVerifier:
     """Checks access tokens; a token that passed is remembered until it expires.
 
-    Checking an ES256 signature and the claims takes about 150 µs
-    (tests/bench/token_algorithms.py) and was 8% of a task list request's
-    samples under load, while a client sends the same token for its whole
-    lifetime. So a verified token is kept in a bounded LRU,
+    A client sends the same token for its whole lifetime, and checking an
+    ES256 signature costs more than the rest of a cached read (see the
+    performance notes). So a verified token is kept in a bounded LRU,
     keyed on the full token string, until ``exp`` plus the leeway (exactly
     when an uncached check would start refusing it). A cached token whose key
     has left the key set (a retired signing key) is checked afresh, and so
@@ -236,7 +117,7 @@ class TokenVerifier:
         if _REFUSED_HEADERS & header.keys():
             raise InvalidToken("header")
         kid = header.get("kid")
-        if not isinstance(kid, str) or not _KID.fullmatch(kid):
+        if not isinstance(kid, str) or not KID.fullmatch(kid):
             raise InvalidToken("kid")
         key = await self.keys.key(kid)
         if key is None:
@@ -267,6 +148,17 @@ class TokenVerifier:
             raise InvalidToken("claims")
         access = AccessToken(subject=subject, token_id=claims["jti"], expires_at=claims["exp"])
         return _Verified(access, kid, key)
+
+
+def token_verifier(settings: ServiceSettings, keys: KeySet) -> TokenVerifier:
+    """The verifier every service uses, from the settings they share."""
+    return TokenVerifier(
+        keys,
+        issuer=settings.token_issuer,
+        audience=settings.token_audience,
+        leeway=settings.token_leeway_seconds,
+        cache_size=settings.token_cache_size,
+    )
 
 
 # Documents the bearer scheme in OpenAPI (Swagger UI's Authorize button runs the

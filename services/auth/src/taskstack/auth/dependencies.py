@@ -8,14 +8,11 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from taskstack.auth.models import User
-from taskstack.auth.service import Auth
-from taskstack.common.db import SessionDep
-from taskstack.common.tokens import CurrentToken, Unauthorized
+from taskstack.auth.service import AuthService
 
 
-async def _auth(request: Request) -> Auth:
-    auth: Auth = request.app.state.auth
+async def _auth(request: Request) -> AuthService:
+    auth: AuthService = request.app.state.auth
     return auth
 
 
@@ -25,13 +22,5 @@ async def _client_ip(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-async def _current_user(token: CurrentToken, session: SessionDep) -> User:
-    user = await session.get(User, token.subject)
-    if user is None:
-        raise Unauthorized("The access token's account no longer exists.")
-    return user
-
-
-AuthDep = Annotated[Auth, Depends(_auth)]
+AuthServiceDep = Annotated[AuthService, Depends(_auth)]
 ClientIP = Annotated[str, Depends(_client_ip)]
-CurrentUser = Annotated[User, Depends(_current_user)]

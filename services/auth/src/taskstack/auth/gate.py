@@ -16,9 +16,9 @@ from urllib.parse import parse_qs
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from taskstack.auth.errors import HashingOverloaded
 from taskstack.auth.metrics import LOGINS
-from taskstack.auth.passwords import overloaded
-from taskstack.auth.service import Auth
+from taskstack.auth.service import AuthService
 from taskstack.common.middleware import replay
 from taskstack.common.tokens import TOKEN_PATH
 
@@ -28,7 +28,7 @@ class SignInGate:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        auth: Auth | None = None
+        auth: AuthService | None = None
         if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == TOKEN_PATH:
             auth = getattr(scope["app"].state, "auth", None)  # set by the lifespan
         if auth is None or not auth.hasher.full:
@@ -42,7 +42,7 @@ class SignInGate:
             # each wave of them held the event loop for a stretch.
             pause = auth.settings.auth_overload_pause_seconds
             await asyncio.sleep(random.uniform(0.5 * pause, 1.5 * pause))  # noqa: S311
-            await overloaded().response()(scope, receive, send)
+            await HashingOverloaded().response()(scope, receive, send)
             return
         await self.app(scope, replay(body, receive), send)
 

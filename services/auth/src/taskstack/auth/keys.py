@@ -20,8 +20,8 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from taskstack.common.jwks import ALGORITHM
 from taskstack.common.settings import DEVELOPMENT_SECRET_MARKER
-from taskstack.common.tokens import ALGORITHM
 
 KEY_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 ACCESS_TOKEN_TYPE = "at+jwt"

@@ -9,15 +9,17 @@ from fastapi import FastAPI
 from starlette.middleware import Middleware
 
 from taskstack.auth.config import AuthSettings
+from taskstack.auth.errors import install_oauth_error_handler
 from taskstack.auth.gate import SignInGate
 from taskstack.auth.keys import load_signing_keys
 from taskstack.auth.passwords import PasswordHasher
 from taskstack.auth.routes import router, well_known
-from taskstack.auth.service import Auth
+from taskstack.auth.service import AuthService
 from taskstack.auth.throttle import Throttle
 from taskstack.common.app import create_service_app
+from taskstack.common.jwks import StaticKeySet
 from taskstack.common.settings import Environment
-from taskstack.common.tokens import StaticKeySet, TokenVerifier
+from taskstack.common.tokens import token_verifier
 
 
 def create_app(settings: AuthSettings | None = None) -> FastAPI:
@@ -39,20 +41,14 @@ def create_app(settings: AuthSettings | None = None) -> FastAPI:
                 queue_timeout=settings.auth_hash_queue_timeout_seconds,
             )
         )
-        app.state.auth = Auth(settings, keys, hasher, Throttle(settings))
-        app.state.token_verifier = TokenVerifier(
-            StaticKeySet(keys.public_keys),
-            issuer=settings.token_issuer,
-            audience=settings.token_audience,
-            leeway=settings.token_leeway_seconds,
-            cache_size=settings.token_cache_size,
-        )
+        app.state.auth = AuthService(app.state.database, settings, keys, hasher, Throttle(settings))
+        app.state.token_verifier = token_verifier(settings, StaticKeySet(keys.public_keys))
         try:
             yield
         finally:
             hasher.close()
 
-    return create_service_app(
+    app = create_service_app(
         name="auth",
         version=version("taskstack-auth"),
         settings=settings,
@@ -61,3 +57,5 @@ def create_app(settings: AuthSettings | None = None) -> FastAPI:
         lifespan=lifespan,
         middleware=[Middleware(SignInGate)],
     )
+    install_oauth_error_handler(app)
+    return app

@@ -4,13 +4,19 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, EmailStr, Field
+from pydantic import AfterValidator, BeforeValidator, EmailStr, StringConstraints
 from sqlalchemy import DateTime, Index, LargeBinary, text
-from sqlmodel import Field as Column
-from sqlmodel import SQLModel
+from sqlmodel import Field, SQLModel
 
 from taskstack.auth.passwords import MAX_LENGTH, MIN_LENGTH
-from taskstack.common.models import Timestamps, UUIDPrimaryKey, Versioned, schema_metadata
+from taskstack.common.models import (
+    StrictModel,
+    Timestamps,
+    UUIDPrimaryKey,
+    Versioned,
+    schema_metadata,
+    table_of,
+)
 
 SCHEMA = "auth"
 MAX_EMAIL_LENGTH = 254
@@ -26,11 +32,19 @@ def _aware() -> DateTime:
     return DateTime(timezone=True)
 
 
-class User(UUIDPrimaryKey, Timestamps, Versioned, AuthTable, table=True):
+class UserBase(SQLModel):
+    email: str = Field(max_length=MAX_EMAIL_LENGTH)
+
+
+class User(UUIDPrimaryKey, Timestamps, Versioned, UserBase, AuthTable, table=True):
     __table_args__ = (Index("uq_user_email_lower", text("lower(email)"), unique=True),)
 
-    email: str = Column(max_length=MAX_EMAIL_LENGTH)
     password_hash: str
+
+
+class UserPublic(UserBase):
+    id: uuid.UUID
+    created_at: datetime
 
 
 class RefreshTokenFamily(UUIDPrimaryKey, AuthTable, table=True):
@@ -38,10 +52,10 @@ class RefreshTokenFamily(UUIDPrimaryKey, AuthTable, table=True):
 
     __tablename__ = "refresh_token_family"
 
-    user_id: uuid.UUID = Column(foreign_key="auth.user.id", ondelete="CASCADE", index=True)
-    created_at: datetime = Column(sa_type=_aware())
-    expires_at: datetime = Column(sa_type=_aware())
-    revoked_at: datetime | None = Column(default=None, sa_type=_aware())
+    user_id: uuid.UUID = Field(foreign_key="auth.user.id", ondelete="CASCADE", index=True)
+    created_at: datetime = Field(sa_type=_aware())
+    expires_at: datetime = Field(sa_type=_aware())
+    revoked_at: datetime | None = Field(default=None, sa_type=_aware())
 
 
 class RefreshToken(UUIDPrimaryKey, AuthTable, table=True):
@@ -49,13 +63,13 @@ class RefreshToken(UUIDPrimaryKey, AuthTable, table=True):
 
     __tablename__ = "refresh_token"
 
-    family_id: uuid.UUID = Column(
+    family_id: uuid.UUID = Field(
         foreign_key="auth.refresh_token_family.id", ondelete="CASCADE", index=True
     )
-    token_hash: bytes = Column(sa_type=LargeBinary, unique=True)
-    created_at: datetime = Column(sa_type=_aware())
-    idle_expires_at: datetime = Column(sa_type=_aware())
-    spent_at: datetime | None = Column(default=None, sa_type=_aware())
+    token_hash: bytes = Field(sa_type=LargeBinary, unique=True)
+    created_at: datetime = Field(sa_type=_aware())
+    idle_expires_at: datetime = Field(sa_type=_aware())
+    spent_at: datetime | None = Field(default=None, sa_type=_aware())
 
 
 class ThrottleCounter(AuthTable, table=True):
@@ -63,10 +77,10 @@ class ThrottleCounter(AuthTable, table=True):
 
     __tablename__ = "throttle_counter"
 
-    key: str = Column(primary_key=True, max_length=300)
+    key: str = Field(primary_key=True, max_length=300)
     failures: int
-    window_started_at: datetime = Column(sa_type=_aware())
-    blocked_until: datetime | None = Column(default=None, sa_type=_aware())
+    window_started_at: datetime = Field(sa_type=_aware())
+    blocked_until: datetime | None = Field(default=None, sa_type=_aware())
 
 
 def _trim(value: object) -> object:
@@ -82,7 +96,7 @@ def _lower_domain(address: str) -> str:
 Email = Annotated[
     EmailStr,
     BeforeValidator(_trim),
-    Field(max_length=MAX_EMAIL_LENGTH),
+    StringConstraints(max_length=MAX_EMAIL_LENGTH),
     AfterValidator(_lower_domain),
 ]
 
@@ -96,8 +110,8 @@ _NEW_PASSWORD_SCHEMA: dict[str, Any] = {
 }
 
 
-class Registration(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class Registration(StrictModel):
+    """A new account: the body of POST /v1/auth/register."""
 
     email: Email = Field(
         description=(
@@ -107,35 +121,32 @@ class Registration(BaseModel):
     )
     password: str = Field(
         description="8 to 1024 characters; not a common password.",
-        json_schema_extra=_NEW_PASSWORD_SCHEMA,
+        schema_extra={"json_schema_extra": _NEW_PASSWORD_SCHEMA},
     )
 
 
-class PasswordChange(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class PasswordChange(StrictModel):
     current_password: str = Field(max_length=4096)
     new_password: str = Field(
         description="8 to 1024 characters; not a common password, not the e-mail address.",
-        json_schema_extra=_NEW_PASSWORD_SCHEMA,
+        schema_extra={"json_schema_extra": _NEW_PASSWORD_SCHEMA},
     )
 
 
-class UserPublic(BaseModel):
-    id: uuid.UUID
-    email: str
-    created_at: datetime
-
-
-class TokenPair(BaseModel):
+class TokenPair(SQLModel):
     access_token: str
     token_type: str = "Bearer"
     expires_in: int
     refresh_token: str
 
 
-class OAuthError(BaseModel):
+class OAuthErrorAnswer(SQLModel):
     """RFC 6749 §5.2 error answer of the token endpoint."""
 
     error: str
     error_description: str | None = None
+
+
+user_table = table_of(User)
+refresh_token_family_table = table_of(RefreshTokenFamily)
+refresh_token_table = table_of(RefreshToken)

@@ -30,7 +30,7 @@ import anyio
 import bcrypt
 from zxcvbn.frequency_lists import FREQUENCY_LISTS
 
-from taskstack.common.errors import ServiceUnavailable
+from taskstack.auth.errors import HashingOverloaded
 
 T = TypeVar("T")
 
@@ -102,9 +102,8 @@ class PasswordHasher:
         self.cost = cost
         self._limiter = anyio.CapacityLimiter(concurrency)
         # Threads of their own, at a lower scheduling priority: a hash that
-        # shares a core with the event loop then yields to it. With equal
-        # priority a sign-in storm took two thirds of the core and the JWKS's
-        # p99 went from 15 to 80 ms, a refresh's from 68 ms to 1.2 s.
+        # shares a core with the event loop then yields to it, so a sign-in
+        # storm does not slow the JWKS and refreshes served by that loop.
         self._threads = ThreadPoolExecutor(
             concurrency, thread_name_prefix="bcrypt", initializer=_lower_priority
         )
@@ -164,7 +163,7 @@ class PasswordHasher:
             yield  # a nested flow: its place is already held
             return
         if self.full:
-            raise overloaded()
+            raise HashingOverloaded()
         self._in_flight += 1
         held = _admitted.set(self)
         try:
@@ -179,7 +178,7 @@ class PasswordHasher:
                 with anyio.fail_after(self._queue_timeout):
                     await self._limiter.acquire()
             except TimeoutError:
-                raise overloaded() from None
+                raise HashingOverloaded() from None
             try:
                 started = time.monotonic()
                 result = await asyncio.get_running_loop().run_in_executor(self._threads, work)
@@ -207,7 +206,3 @@ def _lower_priority() -> None:
     # Linux schedules threads individually: this lowers only the hashing thread.
     with contextlib.suppress(OSError, AttributeError):
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HASH_THREAD_NICENESS)
-
-
-def overloaded() -> ServiceUnavailable:
-    return ServiceUnavailable("Too many sign-ins at once; try again shortly.")

@@ -11,14 +11,12 @@ import hashlib
 import secrets
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
-from sqlalchemy import func, text, update
-from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlmodel import col, select
-from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlalchemy import bindparam, func, select, text, update
 
-from taskstack.auth.models import RefreshToken, RefreshTokenFamily
+from taskstack.auth.models import refresh_token_family_table, refresh_token_table
+from taskstack.common.db import Connection, Statement, execute, fetch_one
 from taskstack.common.models import new_id
 
 TOKEN_BYTES = 32  # 256 bits from the CSPRNG
@@ -47,40 +45,51 @@ class Lifetimes:
     idle: timedelta
 
 
-async def start_family(session: AsyncSession, user_id: uuid.UUID, lifetimes: Lifetimes) -> str:
-    now = datetime.now(UTC)
-    family = RefreshTokenFamily(
-        user_id=user_id, created_at=now, expires_at=now + lifetimes.absolute
-    )
-    session.add(family)
-    await session.flush()  # the token row refers to it (no ORM relationship orders them)
-    return _add_token(session, family, now, lifetimes)
+family = refresh_token_family_table.c
+token = refresh_token_table.c
 
-
-def _add_token(
-    session: AsyncSession, family: RefreshTokenFamily, now: datetime, lifetimes: Lifetimes
-) -> str:
-    token = secrets.token_urlsafe(TOKEN_BYTES)
-    session.add(
-        RefreshToken(
-            family_id=family.id,
-            token_hash=_digest(token),
-            created_at=now,
-            idle_expires_at=min(now + lifetimes.idle, family.expires_at),
+# A new family and its first token, in one statement.
+_START = Statement.of(
+    text(
+        """
+        WITH family AS (
+            INSERT INTO auth.refresh_token_family (id, user_id, created_at, expires_at)
+            VALUES (:family_id, :user_id, now(), now() + make_interval(secs => :absolute_seconds))
+            RETURNING id, expires_at
         )
+        INSERT INTO auth.refresh_token (id, family_id, token_hash, created_at, idle_expires_at)
+        SELECT :token_id, id, :token_hash, now(),
+               least(now() + make_interval(secs => :idle_seconds), expires_at)
+        FROM family
+        """
     )
-    return token
+)
+
+
+async def start_family(connection: Connection, user_id: uuid.UUID, lifetimes: Lifetimes) -> str:
+    """Start a session (a password grant): a new family and its first refresh token."""
+    refresh_token = secrets.token_urlsafe(TOKEN_BYTES)
+    values = {
+        "family_id": new_id(),
+        "user_id": user_id,
+        "token_id": new_id(),
+        "token_hash": _digest(refresh_token),
+        "absolute_seconds": lifetimes.absolute.total_seconds(),
+        "idle_seconds": lifetimes.idle.total_seconds(),
+    }
+    await execute(connection, _START, values)
+    return refresh_token
 
 
 # One statement, so one round trip in autocommit: a refresh spends its token,
-# adds the successor, or revokes the family on reuse, atomically. As separate
-# ORM statements inside BEGIN/COMMIT it took six round trips to PostgreSQL, and
-# each one waits for the event loop's next turn: under load, most of a
+# adds the successor, or revokes the family on reuse, atomically; each round
+# trip waits for the event loop's next turn, which under load is most of a
 # refresh's latency. The row locks (FOR UPDATE) serialise refreshes of one
 # token: of several at once, exactly one finds it unspent; the others, after
 # the winner commits, see it spent, and revoke the family.
-_ROTATE = text(
-    """
+_ROTATE = Statement.of(
+    text(
+        """
     WITH presented AS (
         SELECT t.id, t.family_id, t.spent_at, t.idle_expires_at,
                f.user_id, f.revoked_at, f.expires_at
@@ -110,49 +119,52 @@ _ROTATE = text(
     )
     SELECT outcome, user_id FROM verdict
     """
+    )
 )
 
 
-async def rotate(
-    connection: AsyncConnection, token: str, lifetimes: Lifetimes
-) -> Rotated | Refusal:
+async def rotate(connection: Connection, token: str, lifetimes: Lifetimes) -> Rotated | Refusal:
     """Spend ``token`` and issue its successor, or say why not (a reuse revokes the family)."""
     successor = secrets.token_urlsafe(TOKEN_BYTES)
-    row = (
-        await connection.execute(
-            _ROTATE,
-            {
-                "token_hash": _digest(token),
-                "successor_id": new_id(),
-                "successor_hash": _digest(successor),
-                "idle_seconds": lifetimes.idle.total_seconds(),
-            },
-        )
-    ).first()
+    values = {
+        "token_hash": _digest(token),
+        "successor_id": new_id(),
+        "successor_hash": _digest(successor),
+        "idle_seconds": lifetimes.idle.total_seconds(),
+    }
+    row = await fetch_one(connection, _ROTATE, values)
     if row is None:
         return Refusal.UNKNOWN
-    if row.outcome != "rotated":
-        return Refusal(row.outcome)
-    return Rotated(user_id=row.user_id, refresh_token=successor)
+    outcome, user_id = row
+    if outcome != "rotated":
+        return Refusal(outcome)
+    return Rotated(user_id=user_id, refresh_token=successor)
 
 
-async def revoke(session: AsyncSession, token: str) -> bool:
+_REVOKE = Statement.of(
+    update(refresh_token_family_table)
+    .where(
+        family.id.in_(
+            select(token.family_id)
+            .where(token.token_hash == bindparam("token_hash"))
+            .scalar_subquery()
+        ),
+        family.revoked_at.is_(None),
+    )
+    .values(revoked_at=func.now())
+)
+_REVOKE_ALL = Statement.of(
+    update(refresh_token_family_table)
+    .where(family.user_id == bindparam("user_id"), family.revoked_at.is_(None))
+    .values(revoked_at=func.now())
+)
+
+
+async def revoke(connection: Connection, token: str) -> bool:
     """End the session ``token`` belongs to; False when it is not a known refresh token."""
-    family_id = select(RefreshToken.family_id).where(RefreshToken.token_hash == _digest(token))
-    result = await session.exec(
-        update(RefreshTokenFamily)
-        .where(col(RefreshTokenFamily.id).in_(family_id.scalar_subquery()))
-        .where(col(RefreshTokenFamily.revoked_at).is_(None))
-        .values(revoked_at=func.now())
-    )
-    return bool(result.rowcount)
+    return bool(await execute(connection, _REVOKE, {"token_hash": _digest(token)}))
 
 
-async def revoke_all(session: AsyncSession, user_id: uuid.UUID) -> None:
+async def revoke_all(connection: Connection, user_id: uuid.UUID) -> None:
     """End every session of a user (after a password change)."""
-    await session.exec(
-        update(RefreshTokenFamily)
-        .where(col(RefreshTokenFamily.user_id) == user_id)
-        .where(col(RefreshTokenFamily.revoked_at).is_(None))
-        .values(revoked_at=func.now())
-    )
+    await execute(connection, _REVOKE_ALL, {"user_id": user_id})

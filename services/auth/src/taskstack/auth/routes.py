@@ -5,18 +5,20 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, Request, Response
 from fastapi.responses import JSONResponse
 
-from taskstack.auth.dependencies import AuthDep, ClientIP, CurrentUser
-from taskstack.auth.models import OAuthError, PasswordChange, Registration, TokenPair, UserPublic
-from taskstack.auth.service import Grant
-from taskstack.common.db import DatabaseDep, SessionDep
-from taskstack.common.errors import AppError, Problem
+from taskstack.auth.dependencies import AuthServiceDep, ClientIP
+from taskstack.auth.errors import NO_STORE, InvalidRequest, UnsupportedGrantType
+from taskstack.auth.models import (
+    OAuthErrorAnswer,
+    PasswordChange,
+    Registration,
+    TokenPair,
+    UserPublic,
+)
+from taskstack.common.errors import Problem
 from taskstack.common.tokens import TOKEN_PATH, CurrentToken
 
 router = APIRouter(prefix="/v1/auth", tags=["auth"])
 well_known = APIRouter(prefix="/.well-known", tags=["discovery"])
-
-# Token answers carry credentials: never cached (RFC 6749 §5.1).
-_NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 _THROTTLED: dict[int | str, dict[str, Any]] = {
     429: {"model": Problem, "description": "Too many attempts; see `Retry-After`."}
 }
@@ -61,24 +63,8 @@ _SESSION_LINKS = {
         **_THROTTLED,
     },
 )
-async def register(
-    body: Registration, database: DatabaseDep, auth: AuthDep, client_ip: ClientIP
-) -> UserPublic | Response:
-    user = await auth.register(database.session, body, client_ip)
-    if isinstance(user, AppError):
-        return user.response()
-    return UserPublic.model_validate(user, from_attributes=True)
-
-
-def _oauth_error(error: str, description: str) -> JSONResponse:
-    body = OAuthError(error=error, error_description=description)
-    return JSONResponse(body.model_dump(), status_code=400, headers=_NO_STORE)
-
-
-def _token_answer(result: TokenPair | Grant) -> JSONResponse:
-    if isinstance(result, Grant):
-        return _oauth_error(result.error, result.description)
-    return JSONResponse(result.model_dump(), headers=_NO_STORE)
+async def register(body: Registration, auth: AuthServiceDep, client_ip: ClientIP) -> UserPublic:
+    return await auth.register(body, client_ip)
 
 
 _FORM = "application/x-www-form-urlencoded"
@@ -100,7 +86,7 @@ def _form_requires(**properties: dict[str, Any]) -> dict[str, Any]:
     response_model=TokenPair,
     responses={
         200: {"links": _SESSION_LINKS},
-        400: {"model": OAuthError, "description": "RFC 6749 §5.2 error."},
+        400: {"model": OAuthErrorAnswer, "description": "RFC 6749 §5.2 error."},
         **_THROTTLED,
     },
     summary="OAuth 2.0 token endpoint (password and refresh_token grants)",
@@ -108,33 +94,29 @@ def _form_requires(**properties: dict[str, Any]) -> dict[str, Any]:
 )
 async def token(
     request: Request,
-    database: DatabaseDep,
-    auth: AuthDep,
+    auth: AuthServiceDep,
     client_ip: ClientIP,
     grant_type: Annotated[str | None, Form()] = None,
     username: Annotated[str | None, Form()] = None,
     password: Annotated[str | None, Form()] = None,
     refresh_token: Annotated[str | None, Form()] = None,
-) -> Response:
+) -> JSONResponse:
     form = await request.form()
     if repeated := sorted({name for name in form if len(form.getlist(name)) > 1}):
-        return _oauth_error("invalid_request", f"Repeated parameter: {', '.join(repeated)}.")
+        raise InvalidRequest(f"Repeated parameter: {', '.join(repeated)}.")
     if grant_type == "password":
         if not username or password is None:
-            return _oauth_error("invalid_request", "username and password are required.")
-        return _token_answer(
-            await auth.password_grant(database.session, username, password, client_ip)
-        )
-    if grant_type == "refresh_token":
+            raise InvalidRequest("username and password are required.")
+        pair = await auth.password_grant(username, password, client_ip)
+    elif grant_type == "refresh_token":
         if not refresh_token:
-            return _oauth_error("invalid_request", "refresh_token is required.")
-        # One statement: autocommit saves the BEGIN and COMMIT round trips.
-        async with database.connection(autocommit=True) as connection:
-            answer = await auth.refresh_grant(connection, refresh_token, client_ip)
-        return _token_answer(answer)
-    if grant_type is None:
-        return _oauth_error("invalid_request", "grant_type is required.")
-    return _oauth_error("unsupported_grant_type", "Use grant_type password or refresh_token.")
+            raise InvalidRequest("refresh_token is required.")
+        pair = await auth.refresh_grant(refresh_token, client_ip)
+    elif grant_type is None:
+        raise InvalidRequest("grant_type is required.")
+    else:
+        raise UnsupportedGrantType("Use grant_type password or refresh_token.")
+    return JSONResponse(pair.model_dump(), headers=NO_STORE)
 
 
 @router.post(
@@ -142,27 +124,26 @@ async def token(
     response_class=Response,
     responses={
         200: {"description": "Revoked, or it was not a valid token (RFC 7009 §2.2)."},
-        400: {"model": OAuthError, "description": "No token was given."},
+        400: {"model": OAuthErrorAnswer, "description": "No token was given."},
     },
     summary="RFC 7009 revocation of a refresh token (sign out)",
     openapi_extra=_form_requires(token={"type": "string", "minLength": 1}),
 )
 async def revoke(
-    session: SessionDep,
-    auth: AuthDep,
+    auth: AuthServiceDep,
     token: Annotated[str | None, Form()] = None,
     token_type_hint: Annotated[str | None, Form()] = None,
 ) -> Response:
     if not token:
-        return _oauth_error("invalid_request", "token is required.")
+        raise InvalidRequest("token is required.")
     # Answered alike whether or not the token was valid (RFC 7009 §2.2).
-    await auth.revoke(session, token)
-    return Response(status_code=200, headers=_NO_STORE)
+    await auth.revoke(token)
+    return Response(status_code=200, headers=NO_STORE)
 
 
 @router.get("/me", response_model=UserPublic)
-async def me(user: CurrentUser) -> UserPublic:
-    return UserPublic.model_validate(user, from_attributes=True)
+async def me(token: CurrentToken, auth: AuthServiceDep) -> UserPublic:
+    return await auth.account(token.subject)
 
 
 @router.post(
@@ -174,26 +155,20 @@ async def me(user: CurrentUser) -> UserPublic:
     },
 )
 async def change_password(
-    body: PasswordChange,
-    token: CurrentToken,
-    database: DatabaseDep,
-    auth: AuthDep,
-    client_ip: ClientIP,
+    body: PasswordChange, token: CurrentToken, auth: AuthServiceDep, client_ip: ClientIP
 ) -> Response:
-    refused = await auth.change_password(
-        database.session, token.subject, body.current_password, body.new_password, client_ip
-    )
-    return refused.response() if refused else Response(status_code=204)
+    await auth.change_password(token.subject, body.current_password, body.new_password, client_ip)
+    return Response(status_code=204)
 
 
 @well_known.get("/jwks.json", summary="The public keys that verify access tokens")
-async def jwks(auth: AuthDep) -> JSONResponse:
+async def jwks(auth: AuthServiceDep) -> JSONResponse:
     max_age = auth.settings.auth_jwks_max_age_seconds
     return JSONResponse(auth.keys.jwks(), headers={"Cache-Control": f"public, max-age={max_age}"})
 
 
 @well_known.get("/oauth-authorization-server", summary="RFC 8414 authorization server metadata")
-async def metadata(auth: AuthDep) -> JSONResponse:
+async def metadata(auth: AuthServiceDep) -> JSONResponse:
     issuer = auth.settings.token_issuer
     base = issuer.rstrip("/")
     document = {

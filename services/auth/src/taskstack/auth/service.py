@@ -1,68 +1,53 @@
 """What the auth service does: register, sign in, refresh, revoke, change passwords.
 
-No FastAPI here. The outcomes that must still commit (a failed login is
-counted even though the answer is an error) are returned, not raised: a
-raised error rolls the request's transaction back. Flows that hash a password
-open their own short transactions around the hash (see ``Sessions``).
+No FastAPI here. Each step runs in its own short database block (see
+``taskstack.common.db``): the flows that hash a password read in one block,
+hash with no connection held, and write in another, so a storm of sign-ins
+never holds the connections refreshes need while bcrypt runs. An outcome that
+must be recorded even though the answer is an error (a failed sign-in counts)
+is written in its own block before the error is raised.
 """
 
 import functools
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Concatenate, ParamSpec, TypeVar
 
-from sqlalchemy import func, update
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlmodel import col, select
-from sqlmodel.ext.asyncio.session import AsyncSession
-
-from taskstack.auth import refresh_tokens
+from taskstack.auth import refresh_tokens, repository
 from taskstack.auth.config import AuthSettings
+from taskstack.auth.errors import (
+    AccountGone,
+    EmailTaken,
+    InvalidCredentials,
+    InvalidRefreshToken,
+    TooManyAttempts,
+    WeakPassword,
+    WrongCurrentPassword,
+)
 from taskstack.auth.keys import SigningKeys
 from taskstack.auth.metrics import LOGINS, REFRESH_TOKEN_REUSE, REGISTRATIONS, TOKENS_ISSUED
-from taskstack.auth.models import MAX_EMAIL_LENGTH, Registration, TokenPair, User
+from taskstack.auth.models import Registration, TokenPair, UserPublic
 from taskstack.auth.passwords import PasswordHasher, password_problem
-from taskstack.auth.throttle import Throttle, storable_text
-from taskstack.common.errors import BadRequest, Conflict, TooManyRequests, UnprocessableContent
-from taskstack.common.models import utc_now
-from taskstack.common.tokens import Unauthorized
+from taskstack.auth.throttle import Throttle
+from taskstack.common.db import Database
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Grant:
-    """An OAuth error answer of the token endpoint (RFC 6749 §5.2)."""
-
-    error: str
-    description: str
-
-
-# Opens a short transaction (``Database.session``): the flows that hash a
-# password open one before and one after, never across the hash.
-Sessions = Callable[[], AbstractAsyncContextManager[AsyncSession]]
-
-INVALID_CREDENTIALS = Grant("invalid_grant", "The e-mail address or password is not correct.")
-INVALID_REFRESH_TOKEN = Grant("invalid_grant", "The refresh token is not valid.")
-
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 
 def _hashing(
-    flow: Callable[Concatenate["Auth", P], Awaitable[R]],
-) -> Callable[Concatenate["Auth", P], Awaitable[R]]:
+    flow: Callable[Concatenate["AuthService", P], Awaitable[R]],
+) -> Callable[Concatenate["AuthService", P], Awaitable[R]]:
     """Run a flow that hashes a password inside the hasher's admission, from its first
     step: past the hashing bound it is refused before it touches the database."""
 
     @functools.wraps(flow)
-    async def admitted(auth: "Auth", /, *args: P.args, **kwargs: P.kwargs) -> R:
+    async def admitted(auth: "AuthService", /, *args: P.args, **kwargs: P.kwargs) -> R:
         with auth.hasher.admission():
             return await flow(auth, *args, **kwargs)
 
@@ -70,9 +55,10 @@ def _hashing(
 
 
 @dataclass
-class Auth:
-    """The auth service's collaborators, built once per process."""
+class AuthService:
+    """The auth service's logic and its collaborators, built once per process."""
 
+    database: Database
     settings: AuthSettings
     keys: SigningKeys
     hasher: PasswordHasher
@@ -85,168 +71,141 @@ class Auth:
             idle=timedelta(seconds=self.settings.auth_refresh_token_idle_seconds),
         )
 
-    def _access_token(self, user_id: uuid.UUID) -> str:
-        return self.keys.issue_access_token(
+    def _pair(self, user_id: uuid.UUID, refresh_token: str) -> TokenPair:
+        access_token = self.keys.issue_access_token(
             user_id,
             issuer=self.settings.token_issuer,
             audience=self.settings.token_audience,
             lifetime=self.settings.auth_access_token_seconds,
         )
-
-    def _pair(self, user_id: uuid.UUID, refresh_token: str) -> TokenPair:
         return TokenPair(
-            access_token=self._access_token(user_id),
+            access_token=access_token,
             expires_in=self.settings.auth_access_token_seconds,
             refresh_token=refresh_token,
         )
 
     @_hashing
-    async def register(
-        self, sessions: Sessions, request: Registration, client_ip: str
-    ) -> User | Conflict:
-        if problem := password_problem(request.password, email=request.email):
-            raise UnprocessableContent(problem)
+    async def register(self, data: Registration, client_ip: str) -> UserPublic:
+        if problem := password_problem(data.password, email=data.email):
+            raise WeakPassword(problem)
+        throttle = self.throttle
         # Every attempt counts, a taken e-mail included (so registration cannot
-        # be used to test addresses faster than the limit allows). Committed
-        # before hashing: no connection is held while bcrypt runs.
-        async with sessions() as session:
-            if retry_after := await self.throttle.retry_after(
-                session, [self.throttle.register_ip.key(client_ip)]
+        # be used to test addresses faster than the limit allows), and counts
+        # even though a taken e-mail is answered with an error.
+        async with self.database.write() as connection:
+            if retry_after := await throttle.retry_after(
+                connection, [throttle.register_ip.key(client_ip)]
             ):
                 REGISTRATIONS.labels("throttled").inc()
                 raise _throttled(retry_after, client_ip)
-            await self.throttle.record_failure(session, self.throttle.register_ip, client_ip)
-            taken = await find_user_by_email(session, request.email) is not None
+            await throttle.record_failure(connection, throttle.register_ip, client_ip)
+            taken = await repository.find_by_email(connection, data.email) is not None
         if taken:
             REGISTRATIONS.labels("conflict").inc()
-            return Conflict("An account with this e-mail address exists.")
-        user = User(email=request.email, password_hash=await self.hasher.hash(request.password))
-        async with sessions() as session:
-            session.add(user)
-            try:
-                await session.flush()
-            except IntegrityError:
-                raise Conflict("An account with this e-mail address exists.") from None
+            raise EmailTaken()
+        password_hash = await self.hasher.hash(data.password)
+        async with self.database.write() as connection:
+            user = await repository.create(connection, data.email, password_hash)
         REGISTRATIONS.labels("created").inc()
         logger.info("account registered", extra={"user_id": str(user.id), "client_ip": client_ip})
-        return user
+        return UserPublic.model_validate(user, from_attributes=True)
 
     @_hashing
-    async def password_grant(
-        self, sessions: Sessions, email: str, password: str, client_ip: str
-    ) -> TokenPair | Grant:
-        """Sign in. Unknown e-mail and wrong password look alike, in answer and in time.
-
-        Read, hash, write: the account is read in one short transaction and the
-        outcome written in another, so a storm of sign-ins never holds the
-        connections that refreshes need while bcrypt runs.
-        """
+    async def password_grant(self, email: str, password: str, client_ip: str) -> TokenPair:
+        """Sign in. Unknown e-mail and wrong password look alike, in answer and in time."""
         email = _normalize_login(email)
         throttle = self.throttle
-        async with sessions() as session:
+        async with self.database.read() as connection:
             if retry_after := await throttle.retry_after(
-                session, [throttle.login_account.key(email), throttle.login_ip.key(client_ip)]
+                connection, [throttle.login_account.key(email), throttle.login_ip.key(client_ip)]
             ):
                 LOGINS.labels("throttled").inc()
                 raise _throttled(retry_after, client_ip, email=email)
-            user = await find_user_by_email(session, email)
+            user = await repository.find_by_email(connection, email)
         if not await self.hasher.verify(password, user.password_hash if user else None):
-            async with sessions() as session:
-                await throttle.record_failure(session, throttle.login_account, email)
-                await throttle.record_failure(session, throttle.login_ip, client_ip)
+            async with self.database.write() as connection:
+                await throttle.record_failure(connection, throttle.login_account, email)
+                await throttle.record_failure(connection, throttle.login_ip, client_ip)
             LOGINS.labels("bad_credentials").inc()
             logger.info("login failed", extra={"email": email, "client_ip": client_ip})
-            return INVALID_CREDENTIALS
+            raise InvalidCredentials()
         assert user is not None
         upgraded = None
         if self.hasher.needs_rehash(user.password_hash):
             upgraded = await self.hasher.hash(password)
-        async with sessions() as session:
-            await throttle.clear(session, throttle.login_account, email)
+        async with self.database.write() as connection:
+            await throttle.clear(connection, throttle.login_account, email)
             if upgraded is not None:
-                await session.exec(
-                    update(User)
-                    .where(col(User.id) == user.id)
-                    .values(password_hash=upgraded, updated_at=utc_now())
-                )
-            refresh_token = await refresh_tokens.start_family(session, user.id, self.lifetimes)
+                await repository.set_password(connection, user.id, upgraded)
+            refresh_token = await refresh_tokens.start_family(connection, user.id, self.lifetimes)
         LOGINS.labels("success").inc()
         TOKENS_ISSUED.labels("password").inc()
         logger.info("login succeeded", extra={"user_id": str(user.id), "client_ip": client_ip})
         return self._pair(user.id, refresh_token)
 
-    async def refresh_grant(
-        self, connection: AsyncConnection, refresh_token: str, client_ip: str
-    ) -> TokenPair | Grant:
-        outcome = await refresh_tokens.rotate(connection, refresh_token, self.lifetimes)
+    async def refresh_grant(self, refresh_token: str, client_ip: str) -> TokenPair:
+        # One statement: a read block (autocommit) saves the BEGIN and COMMIT round trips.
+        async with self.database.read() as connection:
+            outcome = await refresh_tokens.rotate(connection, refresh_token, self.lifetimes)
         if isinstance(outcome, refresh_tokens.Refusal):
             if outcome is refresh_tokens.Refusal.REUSED:
                 REFRESH_TOKEN_REUSE.inc()
                 logger.warning(
                     "refresh token reused; session revoked", extra={"client_ip": client_ip}
                 )
-            return INVALID_REFRESH_TOKEN
+            raise InvalidRefreshToken()
         TOKENS_ISSUED.labels("refresh_token").inc()
         return self._pair(outcome.user_id, outcome.refresh_token)
 
-    async def revoke(self, session: AsyncSession, token: str) -> None:
-        if await refresh_tokens.revoke(session, token):
+    async def revoke(self, token: str) -> None:
+        """End the session of a refresh token; a token that is not one is ignored (RFC 7009)."""
+        async with self.database.read() as connection:
+            revoked = await refresh_tokens.revoke(connection, token)
+        if revoked:
             logger.info("session revoked")
+
+    async def account(self, user_id: uuid.UUID) -> UserPublic:
+        async with self.database.read() as connection:
+            user = await repository.find(connection, user_id)
+        if user is None:
+            raise AccountGone()
+        return UserPublic.model_validate(user, from_attributes=True)
 
     @_hashing
     async def change_password(
-        self, sessions: Sessions, user_id: uuid.UUID, current: str, new: str, client_ip: str
-    ) -> BadRequest | None:
-        """Replace the password and end every session; or say why the current one is refused.
-
-        Like sign-in, no connection is held while a password is hashed.
-        """
+        self, user_id: uuid.UUID, current: str, new: str, client_ip: str
+    ) -> None:
+        """Replace the password and end every session of the account."""
         throttle = self.throttle
-        async with sessions() as session:
-            user = await session.get(User, user_id)
+        async with self.database.read() as connection:
+            user = await repository.find(connection, user_id)
             if user is None:
-                raise Unauthorized("The access token's account no longer exists.")
+                raise AccountGone()
             if retry_after := await throttle.retry_after(
-                session, [throttle.login_account.key(user.email)]
+                connection, [throttle.login_account.key(user.email)]
             ):
                 raise _throttled(retry_after, client_ip, email=user.email)
         if not await self.hasher.verify(current, user.password_hash):
-            async with sessions() as session:
-                await throttle.record_failure(session, throttle.login_account, user.email)
+            async with self.database.write() as connection:
+                await throttle.record_failure(connection, throttle.login_account, user.email)
             logger.info(
                 "password change refused", extra={"user_id": str(user.id), "client_ip": client_ip}
             )
-            return BadRequest("The current password is not correct.")
+            raise WrongCurrentPassword()
         if problem := password_problem(new, email=user.email):
-            raise UnprocessableContent(problem)
+            raise WeakPassword(problem)
         password_hash = await self.hasher.hash(new)
-        async with sessions() as session:
-            await session.exec(
-                update(User)
-                .where(col(User.id) == user.id)
-                .values(
-                    password_hash=password_hash,
-                    version=col(User.version) + 1,
-                    updated_at=utc_now(),
-                )
-            )
-            await refresh_tokens.revoke_all(session, user.id)
+        async with self.database.write() as connection:
+            await repository.set_password(connection, user.id, password_hash)
+            await refresh_tokens.revoke_all(connection, user.id)
         logger.info("password changed; sessions ended", extra={"user_id": str(user.id)})
-        return None
 
 
-def _throttled(retry_after: int, client_ip: str, *, email: str | None = None) -> TooManyRequests:
+def _throttled(retry_after: int, client_ip: str, *, email: str | None = None) -> TooManyAttempts:
     logger.info("throttled", extra={"email": email, "client_ip": client_ip})
-    return TooManyRequests("Too many attempts; try again later.", retry_after=retry_after)
+    return TooManyAttempts(retry_after)
 
 
 def _normalize_login(email: str) -> str:
     local, _, domain = email.strip().rpartition("@")
     return f"{local}@{domain.lower()}" if local else email.strip()
-
-
-async def find_user_by_email(session: AsyncSession, email: str) -> User | None:
-    if len(email) > MAX_EMAIL_LENGTH or not storable_text(email):
-        return None  # no account has such an address, and PostgreSQL could not compare it
-    statement = select(User).where(func.lower(User.email) == email.lower())
-    return (await session.exec(statement)).first()

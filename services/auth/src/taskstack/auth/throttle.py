@@ -12,12 +12,14 @@ import random
 from dataclasses import dataclass
 
 from sqlalchemy import text
-from sqlmodel.ext.asyncio.session import AsyncSession
 
 from taskstack.auth.config import AuthSettings
+from taskstack.common.db import Connection, Statement, execute, fetch_one
+from taskstack.common.text import storable_text
 
-_RECORD = text(
-    """
+_RECORD = Statement.of(
+    text(
+        """
     INSERT INTO auth.throttle_counter AS c (key, failures, window_started_at)
     VALUES (:key, 1, now())
     ON CONFLICT (key) DO UPDATE SET
@@ -29,25 +31,32 @@ _RECORD = text(
                                  THEN now() ELSE c.window_started_at END
     RETURNING failures
     """
+    )
 )
-_BLOCK = text(
-    "UPDATE auth.throttle_counter SET blocked_until = now() + make_interval(secs => :delay) "
-    "WHERE key = :key"
+_BLOCK = Statement.of(
+    text(
+        "UPDATE auth.throttle_counter SET blocked_until = now() + make_interval(secs => :delay) "
+        "WHERE key = :key"
+    )
 )
-_BLOCKED_FOR = text(
-    "SELECT extract(epoch FROM max(blocked_until) - now()) FROM auth.throttle_counter "
-    "WHERE key = ANY(:keys) AND blocked_until > now()"
+_BLOCKED_FOR = Statement.of(
+    text(
+        "SELECT extract(epoch FROM max(blocked_until) - now()) FROM auth.throttle_counter "
+        "WHERE key = ANY(:keys) AND blocked_until > now()"
+    )
 )
-_CLEAR = text("DELETE FROM auth.throttle_counter WHERE key = :key")
+_CLEAR = Statement.of(text("DELETE FROM auth.throttle_counter WHERE key = :key"))
 # Bounded, occasional clean-up of counters nobody has touched for a long time.
-_PURGE = text(
-    """
+_PURGE = Statement.of(
+    text(
+        """
     DELETE FROM auth.throttle_counter WHERE key IN (
         SELECT key FROM auth.throttle_counter
         WHERE window_started_at < now() - make_interval(secs => :keep)
           AND (blocked_until IS NULL OR blocked_until < now())
         LIMIT 100)
     """
+    )
 )
 PURGE_PROBABILITY = 0.02
 
@@ -70,17 +79,6 @@ class Policy:
         return f"{self.prefix}:{value}"
 
 
-def storable_text(value: str) -> bool:
-    """Whether PostgreSQL can store ``value``: no NUL, no unpaired surrogate."""
-    if "\x00" in value:
-        return False
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 class Throttle:
     def __init__(self, settings: AuthSettings):
         self.login_account = Policy("login-account", settings.auth_login_failures_per_account)
@@ -90,24 +88,23 @@ class Throttle:
         self._base = settings.auth_throttle_base_delay_seconds
         self._cap = settings.auth_throttle_max_delay_seconds
 
-    async def retry_after(self, session: AsyncSession, keys: list[str]) -> int:
+    async def retry_after(self, connection: Connection, keys: list[str]) -> int:
         """Seconds until every one of ``keys`` may try again; 0 when none is blocked."""
-        connection = await session.connection()
-        remaining = (await connection.execute(_BLOCKED_FOR, {"keys": keys})).scalar_one()
+        row = await fetch_one(connection, _BLOCKED_FOR, {"keys": keys})
+        remaining = row[0] if row else None
         return math.ceil(remaining) if remaining is not None else 0
 
-    async def record_failure(self, session: AsyncSession, policy: Policy, value: str) -> None:
-        connection = await session.connection()
+    async def record_failure(self, connection: Connection, policy: Policy, value: str) -> None:
         key = policy.key(value)
-        failures = (
-            await connection.execute(_RECORD, {"key": key, "window": self._window})
-        ).scalar_one()
+        row = await fetch_one(connection, _RECORD, {"key": key, "window": self._window})
+        assert row is not None
+        (failures,) = row
         if failures >= policy.limit:
             delay = min(self._base * 2 ** min(failures - policy.limit, 32), self._cap)
-            await connection.execute(_BLOCK, {"key": key, "delay": delay})
+            await execute(connection, _BLOCK, {"key": key, "delay": delay})
         if random.random() < PURGE_PROBABILITY:  # noqa: S311 - sampling, not crypto
             keep = 2 * max(self._window, self._cap)
-            await connection.execute(_PURGE, {"keep": keep})
+            await execute(connection, _PURGE, {"keep": keep})
 
-    async def clear(self, session: AsyncSession, policy: Policy, value: str) -> None:
-        await (await session.connection()).execute(_CLEAR, {"key": policy.key(value)})
+    async def clear(self, connection: Connection, policy: Policy, value: str) -> None:
+        await execute(connection, _CLEAR, {"key": policy.key(value)})

@@ -17,17 +17,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from taskstack.common.errors import BadRequest
+from taskstack.tasks.errors import InvalidCursor
 
 CURSOR_VERSION = 1
 _MAC_BYTES = 16
 
 SortValue = datetime | int | str | None
-
-
-class InvalidCursor(BadRequest):
-    def __init__(self) -> None:
-        super().__init__("The cursor is not valid for this query; start again without `cursor`.")
 
 
 @dataclass(frozen=True)

@@ -1,41 +1,25 @@
 """Annotated dependency aliases for the task routes.
 
 Every dependency is ``async def``, even those that never await: FastAPI runs a
-plain ``def`` dependency in its thread pool, and those hand-offs took about an
-eighth of a list request's time.
+plain ``def`` dependency in its thread pool, a hand-off per request for nothing.
 """
 
 import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from datetime import timedelta
 from typing import Annotated
 
 from fastapi import Depends, Header, Path, Request
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from taskstack.common.db import Database
 from taskstack.common.tokens import CurrentToken
-from taskstack.tasks import service
-from taskstack.tasks.cursor import CursorCodec
 from taskstack.tasks.etags import EntityTags, parse_entity_tags
-from taskstack.tasks.models import TaskPublic
+from taskstack.tasks.service import TaskService
 
 
-@dataclass(frozen=True)
-class TasksContext:
-    """Per-app objects the routes need, built from settings by create_app()."""
-
-    cursor_codec: CursorCodec
-    idempotency_retention: timedelta
+async def _tasks(request: Request) -> TaskService:
+    tasks: TaskService = request.app.state.tasks
+    return tasks
 
 
-async def _context(request: Request) -> TasksContext:
-    context: TasksContext = request.app.state.tasks
-    return context
-
-
-Context = Annotated[TasksContext, Depends(_context)]
+TaskServiceDep = Annotated[TaskService, Depends(_tasks)]
 
 
 async def _owner(token: CurrentToken) -> uuid.UUID:
@@ -44,26 +28,6 @@ async def _owner(token: CurrentToken) -> uuid.UUID:
 
 
 OwnerId = Annotated[uuid.UUID, Depends(_owner)]
-
-
-async def _connection(request: Request) -> AsyncIterator[AsyncConnection]:
-    # Core statements in one transaction, committed before the response is sent.
-    database: Database = request.app.state.database
-    async with database.connection() as connection:
-        yield connection
-
-
-async def _read_connection(request: Request) -> AsyncIterator[AsyncConnection]:
-    # A read is one statement (two with include_total), so no BEGIN and COMMIT.
-    database: Database = request.app.state.database
-    async with database.connection(autocommit=True) as connection:
-        yield connection
-
-
-# scope="function": the commit happens before the response is sent, so a
-# failed commit can never follow a success status.
-Connection = Annotated[AsyncConnection, Depends(_connection, scope="function")]
-ReadConnection = Annotated[AsyncConnection, Depends(_read_connection, scope="function")]
 
 TaskId = Annotated[uuid.UUID, Path(description="The task's id (a UUID; anything else is a 422).")]
 
@@ -105,10 +69,3 @@ IdempotencyKeyHeader = Annotated[
         ),
     ),
 ]
-
-
-async def _owned_task(task_id: TaskId, owner: OwnerId, connection: ReadConnection) -> TaskPublic:
-    return await service.get_task(connection, owner, task_id)
-
-
-OwnedTask = Annotated[TaskPublic, Depends(_owned_task)]

@@ -23,19 +23,28 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from psycopg.types.json import Jsonb
 from pydantic import BaseModel
-from sqlalchemy import delete, func, select, tuple_
+from sqlalchemy import Interval, bindparam, delete, func, select, tuple_
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncConnection
-from starlette.responses import Response
 
-from taskstack.common.errors import Conflict, UnprocessableContent
+from taskstack.common.db import Connection, Statement, execute, fetch_one
+from taskstack.tasks.errors import IdempotencyKeyInFlight, IdempotencyKeyReused
 from taskstack.tasks.models import idempotency_key_table
 
 PURGE_BATCH = 100
 REPLAYED_HEADER = "Idempotent-Replayed"
 
 stored = idempotency_key_table.c
+
+
+@dataclass(frozen=True)
+class StoredResponse:
+    """What a keyed POST answered: replayed as it was for every retry with the same key."""
+
+    status: int
+    body: str
+    headers: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -57,82 +66,81 @@ class IdempotentRequest:
         return int.from_bytes(digest.digest()[:8], "big", signed=True)
 
 
+_LOCK = Statement.of(select(func.pg_try_advisory_xact_lock(bindparam("lock_id"))))
+_FIND = Statement.of(
+    select(
+        stored.request_hash, stored.response_status, stored.response_body, stored.response_headers
+    ).where(
+        stored.owner_id == bindparam("owner"),
+        stored.key == bindparam("key"),
+        stored.expires_at > func.now(),
+    )
+)
+_REMEMBERED = {
+    "request_hash": bindparam("request_hash"),
+    "response_status": bindparam("response_status"),
+    "response_body": bindparam("response_body"),
+    "response_headers": bindparam("response_headers"),
+    "created_at": func.now(),
+    "expires_at": func.now() + bindparam("keep_for", type_=Interval()),
+}
+# A conflicting row can only be an expired one (a live one was replayed).
+_REMEMBER = Statement.of(
+    insert(idempotency_key_table)
+    .values(owner_id=bindparam("owner"), key=bindparam("key"), **_REMEMBERED)
+    .on_conflict_do_update(index_elements=["owner_id", "key"], set_=_REMEMBERED)
+)
+_EXPIRED = (
+    select(stored.owner_id, stored.key)
+    .where(stored.expires_at < func.now())
+    .limit(PURGE_BATCH)
+    .with_for_update(skip_locked=True)
+    .subquery()
+)
+_PURGE = Statement.of(
+    delete(idempotency_key_table).where(
+        tuple_(stored.owner_id, stored.key).in_(select(_EXPIRED.c.owner_id, _EXPIRED.c.key))
+    )
+)
+
+
 async def replay_or_claim(
-    connection: AsyncConnection, request: IdempotentRequest
-) -> Response | None:
+    connection: Connection, request: IdempotentRequest
+) -> StoredResponse | None:
     """The stored response to replay, or None when this request is the one to do the work.
 
     Raises 409 while another request with the key is in flight, and 422 when
     the key was used with a different body.
     """
-    locked = await connection.scalar(select(func.pg_try_advisory_xact_lock(request.lock_id)))
-    if not locked:
-        raise Conflict(
-            "A request with this Idempotency-Key is still being processed; retry shortly."
-        )
-    row = (
-        await connection.execute(
-            select(
-                stored.request_hash,
-                stored.response_status,
-                stored.response_body,
-                stored.response_headers,
-            ).where(
-                stored.owner_id == request.owner,
-                stored.key == request.key,
-                stored.expires_at > func.now(),
-            )
-        )
-    ).one_or_none()
+    locked = await fetch_one(connection, _LOCK, {"lock_id": request.lock_id})
+    if not (locked and locked[0]):
+        raise IdempotencyKeyInFlight()
+    row = await fetch_one(connection, _FIND, {"owner": request.owner, "key": request.key})
     if row is None:
         return None
-    if row.request_hash != request.request_hash:
-        raise UnprocessableContent(
-            "This Idempotency-Key was already used with a different request body."
-        )
-    headers: dict[str, Any] = {**row.response_headers, REPLAYED_HEADER: "true"}
-    return Response(
-        row.response_body,
-        status_code=row.response_status,
-        headers=headers,
-        media_type="application/json",
-    )
+    request_hash, status, body, headers = row
+    if request_hash != request.request_hash:
+        raise IdempotencyKeyReused()
+    return StoredResponse(status, body, {**headers, REPLAYED_HEADER: "true"})
 
 
 async def remember(
-    connection: AsyncConnection,
+    connection: Connection,
     request: IdempotentRequest,
+    response: StoredResponse,
     *,
-    status: int,
-    body: str,
-    headers: dict[str, str],
     keep_for: timedelta,
 ) -> None:
-    """Store the response under the key, in the transaction that produced it."""
-    values = {
+    """Store the response under the key, in the transaction that produced it; and purge a
+    few expired keys, so the table stays bounded without a job."""
+    values: dict[str, Any] = {
+        "owner": request.owner,
+        "key": request.key,
         "request_hash": request.request_hash,
-        "response_status": status,
-        "response_body": body,
-        "response_headers": headers,
-        "created_at": func.now(),
-        "expires_at": func.now() + keep_for,
+        "response_status": response.status,
+        "response_body": response.body,
+        "response_headers": Jsonb(response.headers),
+        "keep_for": keep_for,
     }
-    statement = insert(idempotency_key_table).values(
-        owner_id=request.owner, key=request.key, **values
-    )
-    # A conflicting row can only be an expired one (a live one was replayed).
-    await connection.execute(
-        statement.on_conflict_do_update(index_elements=["owner_id", "key"], set_=values)
-    )
-    expired = (
-        select(stored.owner_id, stored.key)
-        .where(stored.expires_at < func.now())
-        .limit(PURGE_BATCH)
-        .with_for_update(skip_locked=True)
-        .subquery()
-    )
-    await connection.execute(
-        delete(idempotency_key_table).where(
-            tuple_(stored.owner_id, stored.key).in_(select(expired.c.owner_id, expired.c.key))
-        )
-    )
+    await execute(connection, _REMEMBER, values)
+    await execute(connection, _PURGE, {})

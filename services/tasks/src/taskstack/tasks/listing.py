@@ -11,18 +11,14 @@ import functools
 import hashlib
 import json
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal, cast
-from urllib.parse import urlencode
+from typing import Any, Literal
 
-from fastapi import Request
-from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import (
     ColumnElement,
     DateTime,
-    Select,
+    any_,
     bindparam,
     func,
     literal_column,
@@ -30,13 +26,14 @@ from sqlalchemy import (
     select,
     tuple_,
 )
-from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlalchemy.sql.elements import BindParameter
-from sqlalchemy.sql.visitors import replacement_traverse
+from sqlmodel import Field
 
-from taskstack.tasks.cursor import CursorCodec, InvalidCursor, Position
+from taskstack.common.db import Connection, Statement, fetch_all, fetch_one
+from taskstack.common.models import StrictModel
+from taskstack.tasks.cursor import CursorCodec, Position
+from taskstack.tasks.errors import InvalidCursor
 from taskstack.tasks.models import Priority, TaskPage, task_table
-from taskstack.tasks.rows import TASK_COLUMNS, to_public
+from taskstack.tasks.repository import TASK_COLUMNS, to_public
 from taskstack.tasks.validation import MAX_TAGS, AwareDatetime, SearchText, Tag
 
 SortKey = Literal[
@@ -57,10 +54,8 @@ task = task_table.c  # the columns of tasks.task
 _PAGING_FIELDS = frozenset({"limit", "cursor", "include_total"})
 
 
-class TaskListParams(BaseModel):
+class TaskListParams(StrictModel):
     """The query string of GET /v1/tasks; an unknown parameter is a 422, not ignored."""
-
-    model_config = ConfigDict(extra="forbid")
 
     completed: bool | None = Field(default=None, description="Only completed (or open) tasks.")
     priority: list[Priority] = Field(
@@ -111,7 +106,7 @@ class TaskListParams(BaseModel):
 class _Order:
     expression: ColumnElement[Any]
     descending: bool
-    row_value: str  # the column whose value a cursor records
+    row_value: int  # the position, in a row of TASK_COLUMNS, of the value a cursor records
     value_type: type | tuple[type, ...]
     bound: ColumnElement[Any]  # the cursor's sort value, as the expression compares it
 
@@ -122,6 +117,7 @@ def _no_due_at(descending: bool) -> ColumnElement[Any]:
 
 
 _AFTER_VALUE = "after_value"
+_COLUMN = {column.key: index for index, column in enumerate(TASK_COLUMNS)}
 
 
 def _order(sort: SortKey) -> _Order:
@@ -131,25 +127,24 @@ def _order(sort: SortKey) -> _Order:
         expression = func.coalesce(task.due_at, _no_due_at(descending))
         value = bindparam(_AFTER_VALUE, type_=DateTime(timezone=True))
         bound = func.coalesce(value, _no_due_at(descending))
-        return _Order(expression, descending, "due_at", (datetime, type(None)), bound)
+        return _Order(expression, descending, _COLUMN["due_at"], (datetime, type(None)), bound)
     if key == "title":
         value = bindparam(_AFTER_VALUE, type_=task.title.type)
-        return _Order(task.title.collate("C"), descending, "title", str, value)
+        return _Order(task.title.collate("C"), descending, _COLUMN["title"], str, value)
     if key == "priority":
         value = bindparam(_AFTER_VALUE, type_=task.priority.type)
-        return _Order(task.priority, descending, "priority", int, value)
+        return _Order(task.priority, descending, _COLUMN["priority"], int, value)
     column = task.updated_at if key == "updated_at" else task.created_at
     value = bindparam(_AFTER_VALUE, type_=column.type)
-    return _Order(column, descending, key, datetime, value)
+    return _Order(column, descending, _COLUMN[key], datetime, value)
 
 
 @dataclass(frozen=True)
 class _Shape:
     """Which filters a query uses (not their values): the statement's structure.
 
-    Statements are built once per shape, with bound parameters for every value:
-    building and cache-keying a fresh statement took about 280 µs per request,
-    as much as the rest of a task read's database access.
+    Statements are built and compiled once per shape, with bound parameters for
+    every value: building one per request would cost as much as running it.
     """
 
     completed: bool | None
@@ -178,7 +173,7 @@ def _filters(shape: _Shape) -> list[ColumnElement[bool]]:
     if shape.completed is not None:
         conditions.append(task.completed.is_(shape.completed))
     if shape.priority:
-        conditions.append(task.priority.in_(bindparam("priorities", expanding=True)))
+        conditions.append(task.priority == any_(bindparam("priorities")))
     if shape.tag:
         conditions.append(task.tags.contains(bindparam("tags", type_=task.tags.type)))
     if shape.due_before:
@@ -220,7 +215,7 @@ def _escape_like(text: str) -> str:
 
 
 @functools.lru_cache(maxsize=512)
-def _page_shape(sort: SortKey, shape: _Shape, after: bool) -> Select[Any]:
+def _page_shape(sort: SortKey, shape: _Shape, after: bool) -> Statement:
     order = _order(sort)
     conditions = _filters(shape)
     if after:
@@ -231,36 +226,23 @@ def _page_shape(sort: SortKey, shape: _Shape, after: bool) -> Select[Any]:
         ordering = (order.expression.desc(), task.id.desc())
     else:
         ordering = (order.expression.asc(), task.id.asc())
-    return select(*TASK_COLUMNS).where(*conditions).order_by(*ordering).limit(bindparam("limit"))
+    statement = select(*TASK_COLUMNS).where(*conditions).order_by(*ordering)
+    return Statement.of(statement.limit(bindparam("limit")))
 
 
 @functools.lru_cache(maxsize=256)
-def _count_shape(shape: _Shape) -> Select[Any]:
-    return select(func.count()).select_from(task_table).where(*_filters(shape))
+def _count_shape(shape: _Shape) -> Statement:
+    return Statement.of(select(func.count()).select_from(task_table).where(*_filters(shape)))
 
 
 def page_query(
     owner: uuid.UUID, params: TaskListParams, after: Position | None
-) -> tuple[Select[Any], dict[str, Any]]:
+) -> tuple[Statement, dict[str, Any]]:
     """The statement for one page (``limit + 1`` rows, after ``after`` if given), its values."""
     values = _values(owner, params)
     if after is not None:
         values |= {_AFTER_VALUE: after.sort_value, "after_id": after.task_id}
     return _page_shape(params.sort, _Shape.of(params), after is not None), values
-
-
-def page_statement(owner: uuid.UUID, params: TaskListParams, after: Position | None) -> Select[Any]:
-    """``page_query`` with its values bound into the statement, for EXPLAIN."""
-    statement, values = page_query(owner, params, after)
-
-    def bind(element: Any, **_: Any) -> Any:
-        if isinstance(element, BindParameter) and element.key in values:
-            return bindparam(
-                element.key, values[element.key], type_=element.type, expanding=element.expanding
-            )
-        return None
-
-    return cast(Select[Any], replacement_traverse(statement, {}, bind))
 
 
 def _position_after(
@@ -275,27 +257,20 @@ def _position_after(
 
 
 async def list_tasks(
-    connection: AsyncConnection, owner: uuid.UUID, params: TaskListParams, codec: CursorCodec
+    connection: Connection, owner: uuid.UUID, params: TaskListParams, codec: CursorCodec
 ) -> TaskPage:
     fingerprint = params.fingerprint()
     after = _position_after(params, codec, owner, fingerprint)
     statement, values = page_query(owner, params, after)
-    rows: Sequence[Any] = (await connection.execute(statement, values)).all()
+    rows = await fetch_all(connection, statement, values)
     items = [to_public(row) for row in rows[: params.limit]]
     next_cursor = None
     if len(rows) > params.limit:
         last = rows[params.limit - 1]
-        position = Position(getattr(last, _order(params.sort).row_value), last.id)
+        position = Position(last[_order(params.sort).row_value], last[_COLUMN["id"]])
         next_cursor = codec.encode(position, owner=owner, fingerprint=fingerprint)
     total = None
     if params.include_total:
-        count = _count_shape(_Shape.of(params))
-        total = (await connection.execute(count, _values(owner, params))).scalar_one()
+        row = await fetch_one(connection, _count_shape(_Shape.of(params)), _values(owner, params))
+        total = row[0] if row else 0
     return TaskPage(items=items, next_cursor=next_cursor, total=total)
-
-
-def next_link(request: Request, next_cursor: str) -> str:
-    """RFC 8288 Link to the next page: this request's query with the new cursor."""
-    query = [(k, v) for k, v in request.query_params.multi_items() if k != "cursor"]
-    query.append(("cursor", next_cursor))
-    return f'<{request.url.path}?{urlencode(query)}>; rel="next"'

@@ -1,24 +1,34 @@
-"""The tasks service's tables (schema "tasks") and the task's public schemas.
+"""The tasks service's tables (schema "tasks") and the task's model family.
 
-The indexes live in the migrations (several are on expressions); the list
-queries in ``listing.py`` use exactly those expressions.
+``TaskBase`` holds the writable fields once; ``Task`` (the table), ``TaskCreate``
+(POST and PUT bodies) and ``TaskPublic`` (every answer) derive from it, and
+the columns statements return are ``TaskPublic``'s fields. The indexes live
+in the migrations (several are on expressions); the list queries in
+``listing.py`` use exactly those expressions.
 """
 
 import uuid
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
-from sqlalchemy import Column, DateTime, SmallInteger, Table, Text, text
+from pydantic import StrictBool, field_validator
+from sqlalchemy import Column, DateTime, SmallInteger, Text, text
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
-from sqlmodel import Field as ColumnField
-from sqlmodel import SQLModel
+from sqlmodel import Field, SQLModel
 
-from taskstack.common.models import Timestamps, UUIDPrimaryKey, Versioned, schema_metadata
+from taskstack.common.models import (
+    StrictModel,
+    Timestamps,
+    UUIDPrimaryKey,
+    Versioned,
+    schema_metadata,
+    table_of,
+)
 from taskstack.tasks.validation import AwareDatetime, Description, Tags, Title
 
 SCHEMA = "tasks"
+API_PREFIX = "/v1/tasks"
 
 
 class TasksTable(SQLModel):
@@ -46,53 +56,39 @@ _RANKS = {Priority.LOW: 0, Priority.NORMAL: 1, Priority.HIGH: 2}
 _BY_RANK = {rank: priority for priority, rank in _RANKS.items()}
 
 
-class Task(UUIDPrimaryKey, Timestamps, Versioned, TasksTable, table=True):
-    owner_id: uuid.UUID = ColumnField(nullable=False)
-    title: str = ColumnField(sa_type=Text, nullable=False)
-    description: str | None = ColumnField(default=None, sa_type=Text)
-    completed: bool = ColumnField(default=False, nullable=False)
-    # Set and cleared by the server: non-null exactly when completed.
-    completed_at: datetime | None = ColumnField(default=None, sa_type=DateTime(timezone=True))
-    priority: int = ColumnField(default=1, sa_type=SmallInteger, nullable=False)
-    due_at: datetime | None = ColumnField(default=None, sa_type=DateTime(timezone=True))
-    tags: list[str] = ColumnField(
+class TaskBase(SQLModel):
+    """The writable fields of a task."""
+
+    title: Title = Field(sa_type=Text, nullable=False)
+    description: Description | None = Field(default=None, sa_type=Text)
+    completed: StrictBool = Field(default=False, nullable=False)
+    # Stored as its rank (Priority.rank).
+    priority: Priority = Field(default=Priority.NORMAL, sa_type=SmallInteger, nullable=False)
+    due_at: AwareDatetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    tags: Tags = Field(
         default_factory=list,
         sa_column=Column(ARRAY(Text), nullable=False, server_default=text("'{}'")),
     )
 
 
-class IdempotencyKey(TasksTable, table=True):
-    """The response of a completed POST made with an Idempotency-Key, replayed on retries."""
-
-    __tablename__: ClassVar[Any] = "idempotency_key"
-
-    owner_id: uuid.UUID = ColumnField(primary_key=True)
-    key: str = ColumnField(primary_key=True, sa_type=Text)
-    request_hash: str = ColumnField(sa_type=Text, nullable=False)
-    response_status: int = ColumnField(sa_type=SmallInteger, nullable=False)
-    response_body: str = ColumnField(sa_type=Text, nullable=False)
-    response_headers: dict[str, str] = ColumnField(sa_column=Column(JSONB, nullable=False))
-    created_at: datetime = ColumnField(
-        sa_type=DateTime(timezone=True),
-        sa_column_kwargs={"server_default": text("now()"), "nullable": False},
-    )
-    expires_at: datetime = ColumnField(sa_type=DateTime(timezone=True), nullable=False)
+class Task(UUIDPrimaryKey, Timestamps, Versioned, TaskBase, TasksTable, table=True):
+    owner_id: uuid.UUID = Field(nullable=False)
+    # Set and cleared by the server: non-null exactly when completed.
+    completed_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
 
 
-_NON_NULLABLE = ("title", "completed", "priority", "tags")
+class TaskCreate(TaskBase, StrictModel):
+    """The body of POST and of PUT (a full replacement: omitted fields take their defaults)."""
 
 
-class TaskCreate(BaseModel):
-    """The writable fields of a task: the body of POST and of PUT (full replacement)."""
+class TaskPublic(TaskBase):
+    """A task as every answer shows it."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    title: Title
-    description: Description | None = None
-    completed: StrictBool = False
-    priority: Priority = Priority.NORMAL
-    due_at: AwareDatetime | None = None
-    tags: Tags = Field(default_factory=list)
+    id: uuid.UUID
+    completed_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    version: int
 
 
 def _not_nullable(schema: dict[str, Any]) -> None:
@@ -102,13 +98,12 @@ def _not_nullable(schema: dict[str, Any]) -> None:
     schema.update(variant)
 
 
-_PRESENT_NOT_NULL = Field(default=None, json_schema_extra=_not_nullable)
+_NON_NULLABLE = ("title", "completed", "priority", "tags")
+_PRESENT_NOT_NULL: Any = Field(default=None, schema_extra={"json_schema_extra": _not_nullable})
 
 
-class TaskPatch(BaseModel):
+class TaskUpdate(StrictModel):
     """A JSON merge patch (RFC 7396): absent fields stay, ``null`` clears an optional one."""
-
-    model_config = ConfigDict(extra="forbid")
 
     title: Title | None = _PRESENT_NOT_NULL
     description: Description | None = None
@@ -129,21 +124,7 @@ class TaskPatch(BaseModel):
         return {name: getattr(self, name) for name in self.model_fields_set}
 
 
-class TaskPublic(BaseModel):
-    id: uuid.UUID
-    title: str
-    description: str | None
-    completed: bool
-    completed_at: datetime | None
-    priority: Priority
-    due_at: datetime | None
-    tags: list[str]
-    created_at: datetime
-    updated_at: datetime
-    version: int
-
-
-class TaskPage(BaseModel):
+class TaskPage(SQLModel):
     items: list[TaskPublic]
     next_cursor: str | None = Field(
         description="Pass as `cursor` for the next page; null on the last page."
@@ -153,10 +134,27 @@ class TaskPage(BaseModel):
     )
 
 
-class DeletedCount(BaseModel):
+class DeletedCount(SQLModel):
     deleted: int
 
 
-# Core handles on the tables, for statements that need no ORM round trips.
-task_table = cast(Table, getattr(Task, "__table__"))  # noqa: B009 - untyped in SQLModel
-idempotency_key_table = cast(Table, getattr(IdempotencyKey, "__table__"))  # noqa: B009
+class IdempotencyKey(TasksTable, table=True):
+    """The response of a completed POST made with an Idempotency-Key, replayed on retries."""
+
+    __tablename__: ClassVar[Any] = "idempotency_key"
+
+    owner_id: uuid.UUID = Field(primary_key=True)
+    key: str = Field(primary_key=True, sa_type=Text)
+    request_hash: str = Field(sa_type=Text, nullable=False)
+    response_status: int = Field(sa_type=SmallInteger, nullable=False)
+    response_body: str = Field(sa_type=Text, nullable=False)
+    response_headers: dict[str, str] = Field(sa_column=Column(JSONB, nullable=False))
+    created_at: datetime = Field(
+        sa_type=DateTime(timezone=True),
+        sa_column_kwargs={"server_default": text("now()"), "nullable": False},
+    )
+    expires_at: datetime = Field(sa_type=DateTime(timezone=True), nullable=False)
+
+
+task_table = table_of(Task)
+idempotency_key_table = table_of(IdempotencyKey)

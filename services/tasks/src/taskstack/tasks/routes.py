@@ -1,29 +1,31 @@
 """The tasks service's public routes, under /v1/tasks: parse, call the service, answer."""
 
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Body, Query, Request, Response
 from pydantic import BaseModel
 
-from taskstack.common.errors import UnprocessableContent
-from taskstack.tasks import service
 from taskstack.tasks.dependencies import (
-    Connection,
-    Context,
     IdempotencyKeyHeader,
     IfMatch,
     IfNoneMatch,
-    OwnedTask,
     OwnerId,
-    ReadConnection,
     TaskId,
+    TaskServiceDep,
 )
 from taskstack.tasks.etags import etag
-from taskstack.tasks.idempotency import IdempotentRequest, remember, replay_or_claim
-from taskstack.tasks.listing import TaskListParams, list_tasks, next_link
-from taskstack.tasks.models import DeletedCount, TaskCreate, TaskPage, TaskPatch, TaskPublic
+from taskstack.tasks.listing import TaskListParams
+from taskstack.tasks.models import (
+    API_PREFIX,
+    DeletedCount,
+    TaskCreate,
+    TaskPage,
+    TaskPublic,
+    TaskUpdate,
+)
 
-router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
+router = APIRouter(prefix=API_PREFIX, tags=["tasks"])
 
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"description": "No such task for this user (another user's task is not found either)."}
@@ -32,10 +34,6 @@ _STALE: dict[int | str, dict[str, Any]] = {
     412: {"description": "If-Match did not match the task's current ETag; nothing changed."}
 }
 _ETAG_HEADER = {"ETag": {"schema": {"type": "string"}, "description": "The task's version."}}
-
-
-def _task_headers(task: TaskPublic) -> dict[str, str]:
-    return {"ETag": etag(task.version), "Location": f"{router.prefix}/{task.id}"}
 
 
 def _answer(
@@ -69,25 +67,13 @@ _JSON = "application/json"
 async def create_task(
     data: TaskCreate,
     owner: OwnerId,
-    connection: Connection,
-    context: Context,
+    tasks: TaskServiceDep,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> Response:
-    keyed = IdempotentRequest.of(owner, idempotency_key, data) if idempotency_key else None
-    if keyed is not None and (replay := await replay_or_claim(connection, keyed)):
-        return replay
-    task = await service.create_task(connection, owner, data)
-    body, headers = task.model_dump_json(), _task_headers(task)
-    if keyed is not None:
-        await remember(
-            connection,
-            keyed,
-            status=201,
-            body=body,
-            headers=headers,
-            keep_for=context.idempotency_retention,
-        )
-    return Response(body, status_code=201, headers=headers, media_type=_JSON)
+    created = await tasks.create(owner, data, idempotency_key)
+    return Response(
+        created.body, status_code=created.status, headers=created.headers, media_type=_JSON
+    )
 
 
 @router.get(
@@ -103,13 +89,19 @@ async def list_my_tasks(
     params: Annotated[TaskListParams, Query()],
     request: Request,
     owner: OwnerId,
-    connection: ReadConnection,
-    context: Context,
+    tasks: TaskServiceDep,
 ) -> Response:
-    page = await list_tasks(connection, owner, params, context.cursor_codec)
+    page = await tasks.page(owner, params)
     if page.next_cursor is None:
         return _answer(page)
-    return _answer(page, headers={"Link": next_link(request, page.next_cursor)})
+    return _answer(page, headers={"Link": _next_link(request, page.next_cursor)})
+
+
+def _next_link(request: Request, next_cursor: str) -> str:
+    """RFC 8288 Link to the next page: this request's query with the new cursor."""
+    query = [(k, v) for k, v in request.query_params.multi_items() if k != "cursor"]
+    query.append(("cursor", next_cursor))
+    return f'<{request.url.path}?{urlencode(query)}>; rel="next"'
 
 
 @router.delete(
@@ -126,11 +118,9 @@ async def delete_completed_tasks(
         ),
     ],
     owner: OwnerId,
-    connection: Connection,
+    tasks: TaskServiceDep,
 ) -> DeletedCount:
-    if not completed:
-        raise UnprocessableContent("Only completed=true is supported for bulk deletion.")
-    return DeletedCount(deleted=await service.delete_completed_tasks(connection, owner))
+    return DeletedCount(deleted=await tasks.delete_completed(owner, completed))
 
 
 @router.get(
@@ -143,7 +133,10 @@ async def delete_completed_tasks(
         **_NOT_FOUND,
     },
 )
-async def get_task(task: OwnedTask, if_none_match: IfNoneMatch) -> Response:
+async def get_task(
+    task_id: TaskId, owner: OwnerId, tasks: TaskServiceDep, if_none_match: IfNoneMatch
+) -> Response:
+    task = await tasks.get(owner, task_id)
     if if_none_match is not None and if_none_match.matches_weakly(task.version):
         return Response(status_code=304, headers={"ETag": etag(task.version)})
     return _answer(task, headers={"ETag": etag(task.version)})
@@ -160,9 +153,9 @@ async def replace_task(
     data: TaskCreate,
     if_match: IfMatch,
     owner: OwnerId,
-    connection: Connection,
+    tasks: TaskServiceDep,
 ) -> Response:
-    task = await service.replace_task(connection, owner, task_id, data, if_match)
+    task = await tasks.replace(owner, task_id, data, if_match)
     return _answer(task, headers={"ETag": etag(task.version)})
 
 
@@ -174,18 +167,18 @@ async def replace_task(
     # Plain JSON is read the same way; say so in the schema too.
     openapi_extra={
         "requestBody": {
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/TaskPatch"}}}
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/TaskUpdate"}}}
         }
     },
 )
 async def patch_task(
     task_id: TaskId,
-    patch: Annotated[TaskPatch, Body(media_type="application/merge-patch+json")],
+    patch: Annotated[TaskUpdate, Body(media_type="application/merge-patch+json")],
     if_match: IfMatch,
     owner: OwnerId,
-    connection: Connection,
+    tasks: TaskServiceDep,
 ) -> Response:
-    task = await service.patch_task(connection, owner, task_id, patch, if_match)
+    task = await tasks.update(owner, task_id, patch, if_match)
     return _answer(task, headers={"ETag": etag(task.version)})
 
 
@@ -196,7 +189,7 @@ async def patch_task(
     responses={**_NOT_FOUND, **_STALE},
 )
 async def delete_task(
-    task_id: TaskId, if_match: IfMatch, owner: OwnerId, connection: Connection
+    task_id: TaskId, if_match: IfMatch, owner: OwnerId, tasks: TaskServiceDep
 ) -> Response:
-    await service.delete_task(connection, owner, task_id, if_match)
+    await tasks.delete(owner, task_id, if_match)
     return Response(status_code=204)

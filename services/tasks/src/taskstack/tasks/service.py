@@ -1,187 +1,102 @@
-"""What the task endpoints do, as single statements on the caller's rows.
+"""What the task endpoints do, each in one database block: no FastAPI here.
 
-Every statement is scoped by ``owner_id``, so another user's task is simply
-not found. Writes are ``INSERT/UPDATE/DELETE ... RETURNING``: one round trip,
-and an If-Match check is part of the UPDATE's WHERE clause, so two writers
-holding the same ETag cannot both win. Nothing here commits: the request
-session does, after the route returns.
+A read runs in a read block (autocommit: one statement, no BEGIN or COMMIT);
+a write in a write block, committed before the answer is built. A create with
+an Idempotency-Key claims the key, creates the task and stores the answer in
+one transaction (see ``idempotency``).
 """
 
 import uuid
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
 
-from sqlalchemy import Delete, Insert, Update, bindparam, delete, func, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
-
-from taskstack.common.errors import AppError, NotFound, PreconditionFailed
-from taskstack.common.models import new_id
+from taskstack.common.db import Database
+from taskstack.tasks import idempotency, repository
+from taskstack.tasks.cursor import CursorCodec
+from taskstack.tasks.errors import BulkDeleteNeedsCompleted
 from taskstack.tasks.etags import EntityTags, etag
+from taskstack.tasks.idempotency import IdempotentRequest, StoredResponse
+from taskstack.tasks.listing import TaskListParams, list_tasks
 from taskstack.tasks.metrics import TASKS_CREATED, TASKS_DELETED, count_completion
-from taskstack.tasks.models import TaskCreate, TaskPatch, TaskPublic, task_table
-from taskstack.tasks.rows import TASK_COLUMNS, to_public
-
-task = task_table.c
-
-Statement = TypeVar("Statement", Update, Delete)
+from taskstack.tasks.models import API_PREFIX, TaskCreate, TaskPage, TaskPublic, TaskUpdate
 
 
-class TaskNotFound(NotFound):
-    def __init__(self) -> None:
-        super().__init__("No task with this id.")
+def task_headers(task: TaskPublic) -> dict[str, str]:
+    return {"ETag": etag(task.version), "Location": f"{API_PREFIX}/{task.id}"}
 
 
-def _completed_at(completed: bool) -> Any:
-    # Set when a task becomes completed (kept if it already was), cleared when reopened.
-    return func.coalesce(task.completed_at, func.now()) if completed else None
+@dataclass(frozen=True)
+class TaskService:
+    """The tasks service's logic and its collaborators, built once per process."""
 
+    database: Database
+    cursor_codec: CursorCodec
+    idempotency_retention: timedelta
 
-def _columns_of(data: TaskCreate) -> dict[str, Any]:
-    return {
-        "title": data.title,
-        "description": data.description,
-        "completed": data.completed,
-        "completed_at": _completed_at(data.completed),
-        "priority": data.priority.rank,
-        "due_at": data.due_at,
-        "tags": data.tags,
-    }
+    async def create(
+        self, owner: uuid.UUID, data: TaskCreate, idempotency_key: str | None
+    ) -> StoredResponse:
+        """The 201 answer: a new task's, or, for a key seen before, the stored one."""
+        keyed = IdempotentRequest.of(owner, idempotency_key, data) if idempotency_key else None
+        async with self.database.write() as connection:
+            if keyed is not None and (
+                stored := await idempotency.replay_or_claim(connection, keyed)
+            ):
+                return stored
+            task = await repository.create(connection, owner, data)
+            created = StoredResponse(201, task.model_dump_json(), task_headers(task))
+            if keyed is not None:
+                await idempotency.remember(
+                    connection, keyed, created, keep_for=self.idempotency_retention
+                )
+        TASKS_CREATED.inc()
+        count_completion(task)
+        return created
 
+    async def page(self, owner: uuid.UUID, params: TaskListParams) -> TaskPage:
+        async with self.database.read() as connection:
+            return await list_tasks(connection, owner, params, self.cursor_codec)
 
-def _insert(completed: bool) -> Insert:
-    # Column values come with each execution; the timestamps are the server's.
-    return (
-        insert(task_table)
-        .values(
-            created_at=func.now(),
-            updated_at=func.now(),
-            completed_at=func.now() if completed else None,
-        )
-        .returning(*TASK_COLUMNS)
-    )
+    async def get(self, owner: uuid.UUID, task_id: uuid.UUID) -> TaskPublic:
+        async with self.database.read() as connection:
+            return await repository.get(connection, owner, task_id)
 
+    async def replace(
+        self, owner: uuid.UUID, task_id: uuid.UUID, data: TaskCreate, if_match: EntityTags | None
+    ) -> TaskPublic:
+        return await self._update(owner, task_id, dict(data), if_match)
 
-# Built once (see _ONE_TASK below), one for a task created completed, one for an open one.
-_INSERTS = {completed: _insert(completed) for completed in (False, True)}
+    async def update(
+        self, owner: uuid.UUID, task_id: uuid.UUID, patch: TaskUpdate, if_match: EntityTags | None
+    ) -> TaskPublic:
+        return await self._update(owner, task_id, patch.changes(), if_match)
 
+    async def _update(
+        self,
+        owner: uuid.UUID,
+        task_id: uuid.UUID,
+        changes: dict[str, Any],
+        if_match: EntityTags | None,
+    ) -> TaskPublic:
+        versions = if_match.versions_for_if_match() if if_match is not None else None
+        async with self.database.write() as connection:
+            task = await repository.update_fields(connection, owner, task_id, changes, versions)
+        count_completion(task)
+        return task
 
-async def create_task(
-    connection: AsyncConnection, owner: uuid.UUID, data: TaskCreate
-) -> TaskPublic:
-    values = {
-        "id": new_id(),
-        "owner_id": owner,
-        "title": data.title,
-        "description": data.description,
-        "completed": data.completed,
-        "priority": data.priority.rank,
-        "due_at": data.due_at,
-        "tags": data.tags,
-    }
-    created = to_public((await connection.execute(_INSERTS[data.completed], values)).one())
-    TASKS_CREATED.inc()
-    count_completion(created)
-    return created
+    async def delete(
+        self, owner: uuid.UUID, task_id: uuid.UUID, if_match: EntityTags | None
+    ) -> None:
+        versions = if_match.versions_for_if_match() if if_match is not None else None
+        async with self.database.write() as connection:
+            await repository.delete_one(connection, owner, task_id, versions)
+        TASKS_DELETED.inc()
 
-
-# Built once, values bound per call: building a statement (and its cache key)
-# on every request cost about as much as the rest of the database access.
-_ONE_TASK = select(*TASK_COLUMNS).where(
-    task.id == bindparam("id"), task.owner_id == bindparam("owner")
-)
-_VERSION = select(task.version).where(
-    task.id == bindparam("id"), task.owner_id == bindparam("owner")
-)
-
-
-async def get_task(connection: AsyncConnection, owner: uuid.UUID, task_id: uuid.UUID) -> TaskPublic:
-    row = (await connection.execute(_ONE_TASK, {"id": task_id, "owner": owner})).one_or_none()
-    if row is None:
-        raise TaskNotFound()
-    return to_public(row)
-
-
-async def replace_task(
-    connection: AsyncConnection,
-    owner: uuid.UUID,
-    task_id: uuid.UUID,
-    data: TaskCreate,
-    if_match: EntityTags | None,
-) -> TaskPublic:
-    return await _update(connection, owner, task_id, _columns_of(data), if_match)
-
-
-async def patch_task(
-    connection: AsyncConnection,
-    owner: uuid.UUID,
-    task_id: uuid.UUID,
-    patch: TaskPatch,
-    if_match: EntityTags | None,
-) -> TaskPublic:
-    values = patch.changes()
-    if "priority" in values:
-        values["priority"] = values["priority"].rank
-    if "completed" in values:
-        values["completed_at"] = _completed_at(values["completed"])
-    return await _update(connection, owner, task_id, values, if_match)
-
-
-async def delete_task(
-    connection: AsyncConnection,
-    owner: uuid.UUID,
-    task_id: uuid.UUID,
-    if_match: EntityTags | None,
-) -> None:
-    statement = _matching(delete(task_table), owner, task_id, if_match).returning(task.id)
-    if (await connection.execute(statement)).one_or_none() is None:
-        raise await _why_not_written(connection, owner, task_id)
-    TASKS_DELETED.inc()
-
-
-async def delete_completed_tasks(connection: AsyncConnection, owner: uuid.UUID) -> int:
-    statement = delete(task_table).where(task.owner_id == owner, task.completed.is_(True))
-    deleted = (await connection.execute(statement)).rowcount
-    TASKS_DELETED.inc(deleted)
-    return deleted
-
-
-async def _update(
-    connection: AsyncConnection,
-    owner: uuid.UUID,
-    task_id: uuid.UUID,
-    values: dict[str, Any],
-    if_match: EntityTags | None,
-) -> TaskPublic:
-    statement = _matching(update(task_table), owner, task_id, if_match)
-    statement = statement.values(
-        **values, version=task.version + 1, updated_at=func.now()
-    ).returning(*TASK_COLUMNS)
-    row = (await connection.execute(statement)).one_or_none()
-    if row is None:
-        raise await _why_not_written(connection, owner, task_id)
-    written = to_public(row)
-    count_completion(written)
-    return written
-
-
-def _matching(
-    statement: Statement, owner: uuid.UUID, task_id: uuid.UUID, if_match: EntityTags | None
-) -> Statement:
-    """The caller's task with this id and, under If-Match, one of the listed versions."""
-    statement = statement.where(task.id == task_id, task.owner_id == owner)
-    versions = if_match.versions_for_if_match() if if_match is not None else None
-    if versions is not None:
-        statement = statement.where(task.version.in_(sorted(versions)))
-    return statement
-
-
-async def _why_not_written(
-    connection: AsyncConnection, owner: uuid.UUID, task_id: uuid.UUID
-) -> AppError:
-    """404 when the caller has no such task, else 412: its version did not match If-Match."""
-    version = await connection.scalar(_VERSION, {"id": task_id, "owner": owner})
-    if version is None:
-        return TaskNotFound()
-    return PreconditionFailed(
-        "The task has changed since the ETag in If-Match; fetch it again.",
-        headers={"ETag": etag(version)},
-    )
+    async def delete_completed(self, owner: uuid.UUID, completed: bool) -> int:
+        if not completed:
+            raise BulkDeleteNeedsCompleted()
+        async with self.database.write() as connection:
+            deleted = await repository.delete_completed(connection, owner)
+        TASKS_DELETED.inc(deleted)
+        return deleted

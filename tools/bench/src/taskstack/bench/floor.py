@@ -20,10 +20,9 @@ from typing import Any
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
-from sqlalchemy.dialects import postgresql
 
 from taskstack.tasks.cursor import CursorCodec, Position
-from taskstack.tasks.listing import TaskListParams, page_statement
+from taskstack.tasks.listing import TaskListParams, page_query
 from taskstack.tasks.models import Priority
 
 Scope = MutableMapping[str, Any]
@@ -37,12 +36,10 @@ _JSON = [(b"content-type", b"application/json")]
 
 def first_page_sql() -> tuple[str, dict[str, Any], str]:
     """The service's first-page statement as SQL, its parameters, and the owner's parameter."""
-    compiled = page_statement(_PROBE_OWNER, TaskListParams(), None).compile(
-        dialect=postgresql.psycopg.dialect()  # type: ignore[no-untyped-call]
-    )
-    params = dict(compiled.params)
+    statement, values = page_query(_PROBE_OWNER, TaskListParams(), None)
+    params = dict(statement.values(values))
     owner_param = next(name for name, value in params.items() if value == _PROBE_OWNER)
-    return str(compiled), params, owner_param
+    return statement.sql, params, owner_param
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -50,15 +47,16 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def _item(row: dict[str, Any]) -> dict[str, Any]:
+    # TaskPublic's fields, in its order.
     return {
-        "id": str(row["id"]),
         "title": row["title"],
         "description": row["description"],
         "completed": row["completed"],
-        "completed_at": _iso(row["completed_at"]),
         "priority": Priority.from_rank(row["priority"]).value,
         "due_at": _iso(row["due_at"]),
         "tags": row["tags"],
+        "id": str(row["id"]),
+        "completed_at": _iso(row["completed_at"]),
         "created_at": _iso(row["created_at"]),
         "updated_at": _iso(row["updated_at"]),
         "version": row["version"],

@@ -1,0 +1,48 @@
+"""Every error the tasks service answers with, each carrying its status."""
+
+from taskstack.common.errors import (
+    BadRequest,
+    Conflict,
+    NotFound,
+    PreconditionFailed,
+    UnprocessableContent,
+)
+from taskstack.tasks.etags import etag
+
+
+class TaskNotFound(NotFound):
+    # Another user's task is not found either: a 404 never confirms that an id exists.
+    def __init__(self) -> None:
+        super().__init__("No task with this id.")
+
+
+class StaleTask(PreconditionFailed):
+    """If-Match named another version than the task's current one; nothing changed."""
+
+    def __init__(self, current_version: int) -> None:
+        super().__init__(
+            "The task has changed since the ETag in If-Match; fetch it again.",
+            headers={"ETag": etag(current_version)},
+        )
+
+
+class InvalidCursor(BadRequest):
+    def __init__(self) -> None:
+        super().__init__("The cursor is not valid for this query; start again without `cursor`.")
+
+
+class IdempotencyKeyInFlight(Conflict):
+    def __init__(self) -> None:
+        super().__init__(
+            "A request with this Idempotency-Key is still being processed; retry shortly."
+        )
+
+
+class IdempotencyKeyReused(UnprocessableContent):
+    def __init__(self) -> None:
+        super().__init__("This Idempotency-Key was already used with a different request body.")
+
+
+class BulkDeleteNeedsCompleted(UnprocessableContent):
+    def __init__(self) -> None:
+        super().__init__("Only completed=true is supported for bulk deletion.")

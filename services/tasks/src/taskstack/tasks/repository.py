@@ -1,0 +1,168 @@
+"""The tasks' statements, built once from the Task table, and how a row becomes a TaskPublic.
+
+Every statement is scoped by ``owner_id``, so another user's task is simply
+not found. Writes are ``INSERT/UPDATE/DELETE ... RETURNING``: one round trip,
+and an If-Match check is part of the UPDATE's WHERE clause, so two writers
+holding the same ETag cannot both win.
+"""
+
+import functools
+import uuid
+from collections.abc import Collection, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, any_, bindparam, delete, func, insert, null, select, update
+
+from taskstack.common.db import Connection, Statement, execute, fetch_one
+from taskstack.common.models import new_id
+from taskstack.tasks.errors import StaleTask, TaskNotFound
+from taskstack.tasks.models import Priority, TaskCreate, TaskPublic, task_table
+
+task = task_table.c
+
+# The columns every statement returns: TaskPublic's fields, in its order.
+TASK_COLUMNS: tuple[ColumnElement[Any], ...] = tuple(task[name] for name in TaskPublic.model_fields)
+_PRIORITY = list(TaskPublic.model_fields).index("priority")
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    # psycopg answers in the session's TimeZone; the API always speaks UTC.
+    return value.astimezone(UTC) if value is not None else None
+
+
+def to_public(row: Sequence[Any]) -> TaskPublic:
+    """A row of TASK_COLUMNS as the public model; it comes from our own table, so it is
+    not validated again."""
+    fields = dict(zip(TaskPublic.model_fields, row, strict=True))
+    fields["priority"] = Priority.from_rank(row[_PRIORITY])
+    for name in ("completed_at", "due_at", "created_at", "updated_at"):
+        fields[name] = _utc(fields[name])
+    return TaskPublic.model_construct(**fields)
+
+
+def _completed_at(completed: bool) -> ColumnElement[Any]:
+    # Set when a task becomes completed (kept if it already was), cleared when reopened.
+    return func.coalesce(task.completed_at, func.now()) if completed else null()
+
+
+_WRITABLE = tuple(TaskCreate.model_fields)
+_INSERTS = {
+    completed: Statement.of(
+        insert(task_table)
+        .values(
+            {
+                **{name: bindparam(name) for name in ("id", "owner_id", *_WRITABLE)},
+                "created_at": func.now(),
+                "updated_at": func.now(),
+                "completed_at": func.now() if completed else null(),
+                "version": 1,
+            }
+        )
+        .returning(*TASK_COLUMNS)
+    )
+    for completed in (False, True)
+}
+_ONE = Statement.of(
+    select(*TASK_COLUMNS).where(task.id == bindparam("id"), task.owner_id == bindparam("owner"))
+)
+_VERSION = Statement.of(
+    select(task.version).where(task.id == bindparam("id"), task.owner_id == bindparam("owner"))
+)
+_DELETE_COMPLETED = Statement.of(
+    delete(task_table).where(task.owner_id == bindparam("owner"), task.completed.is_(True))
+)
+
+
+def _stored(values: dict[str, Any]) -> dict[str, Any]:
+    """Values of writable fields as the table stores them."""
+    if "priority" in values:
+        values["priority"] = values["priority"].rank
+    return values
+
+
+async def create(connection: Connection, owner: uuid.UUID, data: TaskCreate) -> TaskPublic:
+    values = _stored({"id": new_id(), "owner_id": owner, **dict(data)})
+    row = await fetch_one(connection, _INSERTS[data.completed], values)
+    assert row is not None
+    return to_public(row)
+
+
+async def get(connection: Connection, owner: uuid.UUID, task_id: uuid.UUID) -> TaskPublic:
+    row = await fetch_one(connection, _ONE, {"id": task_id, "owner": owner})
+    if row is None:
+        raise TaskNotFound()
+    return to_public(row)
+
+
+def _matching(statement: Any, if_match: bool) -> Any:
+    """The caller's task with this id and, under If-Match, one of the listed versions."""
+    statement = statement.where(task.id == bindparam("id"), task.owner_id == bindparam("owner"))
+    if if_match:
+        statement = statement.where(task.version == any_(bindparam("versions")))
+    return statement
+
+
+@functools.lru_cache(maxsize=256)
+def _update(columns: frozenset[str], completed: bool | None, if_match: bool) -> Statement:
+    """One UPDATE per shape (which columns change, whether completion does, If-Match)."""
+    values: dict[str, Any] = {name: bindparam(name) for name in sorted(columns)}
+    if completed is not None:
+        values["completed_at"] = _completed_at(completed)
+    values |= {"version": task.version + 1, "updated_at": func.now()}
+    statement = _matching(update(task_table), if_match).values(values)
+    return Statement.of(statement.returning(*TASK_COLUMNS))
+
+
+@functools.lru_cache(maxsize=2)
+def _delete(if_match: bool) -> Statement:
+    return Statement.of(_matching(delete(task_table), if_match).returning(task.id))
+
+
+def _scope(
+    owner: uuid.UUID, task_id: uuid.UUID, versions: Collection[int] | None
+) -> dict[str, Any]:
+    scope: dict[str, Any] = {"id": task_id, "owner": owner}
+    if versions is not None:
+        scope["versions"] = sorted(versions)
+    return scope
+
+
+async def update_fields(
+    connection: Connection,
+    owner: uuid.UUID,
+    task_id: uuid.UUID,
+    changes: dict[str, Any],
+    versions: Collection[int] | None,
+) -> TaskPublic:
+    """Set the writable fields in ``changes``, only if the version is one of ``versions``
+    (None: any version)."""
+    completed = changes.get("completed")
+    statement = _update(frozenset(changes), completed, versions is not None)
+    values = _stored(dict(changes)) | _scope(owner, task_id, versions)
+    row = await fetch_one(connection, statement, values)
+    if row is None:
+        raise await _why_not_written(connection, owner, task_id)
+    return to_public(row)
+
+
+async def delete_one(
+    connection: Connection, owner: uuid.UUID, task_id: uuid.UUID, versions: Collection[int] | None
+) -> None:
+    row = await fetch_one(
+        connection, _delete(versions is not None), _scope(owner, task_id, versions)
+    )
+    if row is None:
+        raise await _why_not_written(connection, owner, task_id)
+
+
+async def delete_completed(connection: Connection, owner: uuid.UUID) -> int:
+    return await execute(connection, _DELETE_COMPLETED, {"owner": owner})
+
+
+async def _why_not_written(
+    connection: Connection, owner: uuid.UUID, task_id: uuid.UUID
+) -> TaskNotFound | StaleTask:
+    """404 when the caller has no such task, else 412: its version did not match If-Match."""
+    row = await fetch_one(connection, _VERSION, {"id": task_id, "owner": owner})
+    return TaskNotFound() if row is None else StaleTask(row[0])
