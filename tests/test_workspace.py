@@ -41,3 +41,73 @@ def test_package_imports_only_what_it_may(name: str) -> None:
     imported = taskstack_imports(PACKAGES[name])
     assert name in imported  # the scan sees the package's own imports
     assert imported <= MAY_IMPORT[name], imported - MAY_IMPORT[name]
+
+
+# ---- one transaction vocabulary (taskstack.common.db: Database.read() and .write())
+
+SERVICE_SOURCES = sorted(
+    path
+    for root in (ROOT / "services", ROOT / "libs/common/src")
+    for path in root.rglob("*.py")
+    # The vocabulary itself, and Alembic's runner, which owns its connection.
+    if path.name not in ("db.py", "migrations.py") and "migrations" not in path.parts
+)
+OPENS_A_TRANSACTION = {"commit", "rollback", "begin", "transaction", "connect", "getconn"}
+OPENS_A_CONNECTION = {
+    "AsyncSession",
+    "Session",
+    "sessionmaker",
+    "create_engine",
+    "create_async_engine",
+}
+TRANSACTION_STATEMENTS = {"BEGIN", "COMMIT", "ROLLBACK", "START TRANSACTION"}
+
+
+def transaction_escapes(source: Path) -> list[str]:
+    """Every place ``source`` opens a connection or a transaction other than through a
+    Database block."""
+    found = []
+    for node in ast.walk(ast.parse(source.read_text())):
+        shown = source.relative_to(ROOT) if source.is_relative_to(ROOT) else source
+        where = f"{shown}:{getattr(node, 'lineno', '?')}"
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            if node.func.attr in OPENS_A_TRANSACTION:
+                found.append(f"{where} .{node.func.attr}()")
+        elif isinstance(node, ast.Name | ast.alias):
+            name = node.id if isinstance(node, ast.Name) else node.name.rsplit(".", 1)[-1]
+            if name in OPENS_A_CONNECTION:
+                found.append(f"{where} {name}")
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            if node.value.strip().upper() in TRANSACTION_STATEMENTS:
+                found.append(f"{where} {node.value!r}")
+    return found
+
+
+def test_services_open_transactions_only_through_database_blocks() -> None:
+    escapes = [escape for source in SERVICE_SOURCES for escape in transaction_escapes(source)]
+    assert escapes == []
+
+
+def test_the_check_sees_a_transaction_opened_another_way(tmp_path: Path) -> None:
+    sample = tmp_path / "sample.py"
+    sample.write_text(
+        "from sqlalchemy.ext.asyncio import AsyncSession\n"
+        "async def f(connection):\n"
+        "    await connection.execute('BEGIN')\n"
+        "    await connection.commit()\n"
+    )
+    found = {escape.split(" ", 1)[1] for escape in transaction_escapes(sample)}
+    assert found == {"AsyncSession", "'BEGIN'", ".commit()"}
+
+
+def test_routes_never_touch_the_database() -> None:
+    for service in ("auth", "tasks"):
+        package = ROOT / f"services/{service}/src/taskstack/{service}"
+        for module in ("routes.py", "dependencies.py"):
+            tree = ast.parse((package / module).read_text())
+            imported = {
+                node.module
+                for node in ast.walk(tree)
+                if isinstance(node, ast.ImportFrom) and node.module
+            }
+            assert "taskstack.common.db" not in imported, f"{service}/{module}"

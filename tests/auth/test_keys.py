@@ -65,24 +65,3 @@ def test_development_keys_are_refused_in_production(tmp_path: Path) -> None:
     assert load_signing_keys(tmp_path, None, production=False).signing_kid == kid
     with pytest.raises(KeyConfigurationError, match="development key"):
         load_signing_keys(tmp_path, None, production=True)
-
-
-def test_production_settings_refuse_the_development_pepper_and_a_weak_cost(tmp_path: Path) -> None:
-    from pydantic import ValidationError
-
-    from taskstack.auth.config import AuthSettings
-
-    base = {
-        "database_url": "postgres://u@h/db",
-        "auth_signing_keys_dir": tmp_path,
-        "environment": "production",
-        "token_issuer": "https://api.example.com",
-    }
-    with pytest.raises(ValidationError, match="AUTH_PASSWORD_PEPPER holds a development secret"):
-        AuthSettings.model_validate(base)
-    with pytest.raises(ValidationError, match="AUTH_BCRYPT_COST"):
-        AuthSettings.model_validate(
-            {**base, "auth_password_pepper": "p" * 32, "auth_bcrypt_cost": 10}
-        )
-    ok = AuthSettings.model_validate({**base, "auth_password_pepper": "p" * 32})
-    assert ok.auth_bcrypt_cost == 12

@@ -70,6 +70,7 @@ class Report:
     scenarios: dict[str, Scenario] = field(default_factory=dict)
     rss_mb: dict[str, float] = field(default_factory=dict)
     hash_ms: float | None = None
+    token_verify_us: dict[str, float] = field(default_factory=dict)
     probe: Probe | None = None
     failures: list[str] = field(default_factory=list)
 
@@ -193,6 +194,9 @@ class Report:
             )
         if self.hash_ms is not None:
             lines.append(f"bcrypt verify at the configured cost: {self.hash_ms:.0f} ms")
+        if self.token_verify_us:
+            figures = ", ".join(f"{a} {us:.0f} µs" for a, us in self.token_verify_us.items())
+            lines.append(f"access-token verification (PyJWT): {figures}")
         if self.probe is not None:
             counts = ", ".join(f"{n} x {s}" for s, n in sorted(self.probe.statuses.items()))
             lines.append(f"sign-in probe during the storm: {counts or 'no answers'}")
@@ -225,6 +229,7 @@ class Report:
             **self.context,
             "failures": self.failures,
             "hash_ms": self.hash_ms,
+            "token_verify_us": self.token_verify_us,
             "rss_mb": self.rss_mb,
             "scenarios": {
                 s.name: {

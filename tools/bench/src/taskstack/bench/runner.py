@@ -8,11 +8,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import bcrypt
 from sqlalchemy.engine import URL
 
 from taskstack.auth.keys import generate_signing_key
-from taskstack.bench import signins, workload, wrk
+from taskstack.bench import micro, signins, workload, wrk
 from taskstack.bench.database import libpq, postgres_server, scratch_database
 from taskstack.bench.environment import (
     AUDIENCE,
@@ -85,7 +84,8 @@ def bench(options: BenchOptions) -> Report:
         data = seed(main_db, users=options.users, tasks=options.tasks, hashed=hashed)
         report.context["seed_seconds"] = round(time.monotonic() - started, 1)
         report.context["postgresql"] = server_version(main_db)
-        report.hash_ms = _bcrypt_ms(hashed)
+        report.hash_ms = micro.bcrypt_ms(hashed)
+        report.token_verify_us = micro.token_verify_us()
         small_db = small = None
         if "list-2k" in options.only:
             small_db = stack.enter_context(scratch_database(server, "small"))
@@ -346,16 +346,6 @@ class _Run:
 
 def _per_request(cpu_seconds: float, requests: int) -> float | None:
     return cpu_seconds * 1000 / requests if requests else None
-
-
-def _bcrypt_ms(hashed: str) -> float:
-    """The best of three bcrypt verifications at the benchmark's cost, on this machine."""
-    timings = []
-    for _ in range(3):
-        started = time.perf_counter()
-        bcrypt.checkpw(b"x" * 64, hashed.encode())
-        timings.append((time.perf_counter() - started) * 1000)
-    return min(timings)
 
 
 def _db(url: URL) -> dict[str, str]:
