@@ -55,10 +55,10 @@ class ServiceSettings(BaseSettings):
     # Test each pooled connection with a round trip before every checkout, so
     # that getting a connection is bounded by the connect timeout even when the
     # server stopped answering without closing it (a hung server, a half-open
-    # connection). Turning it off saves that round trip (about a fifth of a
-    # task read on loopback); a connection the server closed then costs its
-    # request a replay (TransientRetryMiddleware), but a silent one is only
-    # noticed by the first statement.
+    # connection). Turning it off saves that round trip on every request; a
+    # connection the server closed then costs its request a replay
+    # (TransientRetryMiddleware), but a silent one is only noticed by the first
+    # statement.
     database_pool_pre_ping: bool = True
     database_startup_timeout: float = Field(default=30.0, ge=0, le=600)
     # None: detect from the host name (Neon's pooled endpoints contain "-pooler").

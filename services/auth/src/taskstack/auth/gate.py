@@ -3,7 +3,7 @@
 Hand-written ASGI: no library knows the hasher's bound. In a storm of sign-ins
 that clients retry at once (Retry-After ignored), every refusal is work for the
 event loop that also serves the JWKS and refreshes. Two things keep that work
-small. Here a refusal costs about a quarter of what it costs through routing,
+small. Here a refusal costs a fraction of what it costs through routing,
 dependencies and form parsing. And it is answered after a short pause
 (AUTH_OVERLOAD_PAUSE_SECONDS), which holds only the connection: a client that
 retries at once can then send at most one sign-in per pause, not one per turn

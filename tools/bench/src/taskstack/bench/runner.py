@@ -42,8 +42,7 @@ STORM_SIDE_CONNECTIONS = 8  # JWKS and refresh, each, during the storm
 STORM_SIDE_PAUSE_MS = 100
 TASKS_APP = "taskstack.tasks.main:create_app"
 # Alternating rounds of the loads a target compares: a few seconds of other work on
-# the machine then falls on several loads, not on one (with two rounds of 5 s, one
-# run had the same first page 17% slower on 200,000 tasks than on 2,000, then 2% faster).
+# the machine then falls on several loads, not on one (see the performance notes).
 ROUNDS = 4
 
 
