@@ -39,11 +39,14 @@ class Problem(BaseModel):
 
 
 class AppError(Exception):
-    """Base of every error a service raises on purpose; subclasses set the status."""
+    """Base of every error a service raises on purpose; subclasses set the status, and may
+    set the detail every instance carries unless given another."""
 
     status_code: ClassVar[int] = HTTPStatus.INTERNAL_SERVER_ERROR
+    default_detail: ClassVar[str | None] = None
 
     def __init__(self, detail: str | None = None, *, headers: Mapping[str, str] | None = None):
+        detail = detail or self.default_detail
         super().__init__(detail or HTTPStatus(self.status_code).phrase)
         self.detail = detail
         self.headers = dict(headers or {})
@@ -62,7 +65,7 @@ class Unauthorized(AppError):
 
     status_code = HTTPStatus.UNAUTHORIZED
 
-    def __init__(self, detail: str, *, error: str | None = "invalid_token"):
+    def __init__(self, detail: str | None = None, *, error: str | None = "invalid_token"):
         challenge = 'Bearer realm="taskstack"'
         if error:
             challenge += f', error="{error}"'

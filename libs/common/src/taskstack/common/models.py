@@ -73,3 +73,7 @@ class Versioned(SQLModel):
     """A version bumped on every change: the basis of ETags and optimistic concurrency."""
 
     version: int = Field(default=1, sa_column_kwargs={"server_default": "1", "nullable": False})
+
+
+class Entity(UUIDPrimaryKey, Timestamps, Versioned):
+    """A row with a UUIDv7 id, its timestamps and a version: what every entity table has."""

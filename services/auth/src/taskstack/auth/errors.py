@@ -31,9 +31,6 @@ class OAuthError(AppError):
     status_code = 400
     error: ClassVar[str]
 
-    def __init__(self, description: str):
-        super().__init__(description)
-
 
 class InvalidRequest(OAuthError):
     error = "invalid_request"
@@ -49,18 +46,15 @@ class UnsupportedGrantType(OAuthError):
 
 class InvalidCredentials(InvalidGrant):
     # An unknown e-mail and a wrong password look alike, in answer and in time.
-    def __init__(self) -> None:
-        super().__init__("The e-mail address or password is not correct.")
+    default_detail = "The e-mail address or password is not correct."
 
 
 class InvalidRefreshToken(InvalidGrant):
-    def __init__(self) -> None:
-        super().__init__("The refresh token is not valid.")
+    default_detail = "The refresh token is not valid."
 
 
 class EmailTaken(Conflict):
-    def __init__(self) -> None:
-        super().__init__("An account with this e-mail address exists.")
+    default_detail = "An account with this e-mail address exists."
 
 
 class WeakPassword(UnprocessableContent):
@@ -68,13 +62,11 @@ class WeakPassword(UnprocessableContent):
 
 
 class WrongCurrentPassword(BadRequest):
-    def __init__(self) -> None:
-        super().__init__("The current password is not correct.")
+    default_detail = "The current password is not correct."
 
 
 class AccountGone(Unauthorized):
-    def __init__(self) -> None:
-        super().__init__("The access token's account no longer exists.")
+    default_detail = "The access token's account no longer exists."
 
 
 class TooManyAttempts(TooManyRequests):
@@ -83,8 +75,7 @@ class TooManyAttempts(TooManyRequests):
 
 
 class HashingOverloaded(ServiceUnavailable):
-    def __init__(self) -> None:
-        super().__init__("Too many sign-ins at once; try again shortly.")
+    default_detail = "Too many sign-ins at once; try again shortly."
 
 
 async def _oauth_error(_: Request, exc: Exception) -> Response:

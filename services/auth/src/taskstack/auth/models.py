@@ -9,14 +9,7 @@ from sqlalchemy import DateTime, Index, LargeBinary, text
 from sqlmodel import Field, SQLModel
 
 from taskstack.auth.passwords import MAX_LENGTH, MIN_LENGTH
-from taskstack.common.models import (
-    StrictModel,
-    Timestamps,
-    UUIDPrimaryKey,
-    Versioned,
-    schema_metadata,
-    table_of,
-)
+from taskstack.common.models import Entity, StrictModel, UUIDPrimaryKey, schema_metadata, table_of
 
 SCHEMA = "auth"
 MAX_EMAIL_LENGTH = 254
@@ -36,7 +29,7 @@ class UserBase(SQLModel):
     email: str = Field(max_length=MAX_EMAIL_LENGTH)
 
 
-class User(UUIDPrimaryKey, Timestamps, Versioned, UserBase, AuthTable, table=True):
+class User(Entity, UserBase, AuthTable, table=True):
     __table_args__ = (Index("uq_user_email_lower", text("lower(email)"), unique=True),)
 
     password_hash: str

@@ -12,8 +12,7 @@ from taskstack.tasks.etags import etag
 
 class TaskNotFound(NotFound):
     # Another user's task is not found either: a 404 never confirms that an id exists.
-    def __init__(self) -> None:
-        super().__init__("No task with this id.")
+    default_detail = "No task with this id."
 
 
 class StaleTask(PreconditionFailed):
@@ -27,22 +26,16 @@ class StaleTask(PreconditionFailed):
 
 
 class InvalidCursor(BadRequest):
-    def __init__(self) -> None:
-        super().__init__("The cursor is not valid for this query; start again without `cursor`.")
+    default_detail = "The cursor is not valid for this query; start again without `cursor`."
 
 
 class IdempotencyKeyInFlight(Conflict):
-    def __init__(self) -> None:
-        super().__init__(
-            "A request with this Idempotency-Key is still being processed; retry shortly."
-        )
+    default_detail = "A request with this Idempotency-Key is still being processed; retry shortly."
 
 
 class IdempotencyKeyReused(UnprocessableContent):
-    def __init__(self) -> None:
-        super().__init__("This Idempotency-Key was already used with a different request body.")
+    default_detail = "This Idempotency-Key was already used with a different request body."
 
 
 class BulkDeleteNeedsCompleted(UnprocessableContent):
-    def __init__(self) -> None:
-        super().__init__("Only completed=true is supported for bulk deletion.")
+    default_detail = "Only completed=true is supported for bulk deletion."

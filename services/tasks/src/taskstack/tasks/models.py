@@ -17,14 +17,7 @@ from sqlalchemy import Column, DateTime, SmallInteger, Text, text
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlmodel import Field, SQLModel
 
-from taskstack.common.models import (
-    StrictModel,
-    Timestamps,
-    UUIDPrimaryKey,
-    Versioned,
-    schema_metadata,
-    table_of,
-)
+from taskstack.common.models import Entity, StrictModel, schema_metadata, table_of
 from taskstack.tasks.validation import AwareDatetime, Description, Tags, Title
 
 SCHEMA = "tasks"
@@ -71,7 +64,7 @@ class TaskBase(SQLModel):
     )
 
 
-class Task(UUIDPrimaryKey, Timestamps, Versioned, TaskBase, TasksTable, table=True):
+class Task(Entity, TaskBase, TasksTable, table=True):
     owner_id: uuid.UUID = Field(nullable=False)
     # Set and cleared by the server: non-null exactly when completed.
     completed_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
