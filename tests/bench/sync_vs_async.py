@@ -10,7 +10,7 @@ The same 20-row keyset list query goes through SQLModel in three FastAPI apps:
 Each runs as one uvicorn worker pinned to CPU 0 while wrk loads it from CPU 1
 with 32 connections and a pool of 10; the kinds alternate over several rounds
 so that a noisy neighbour hurts them alike. Figures and the decision are in
-the README's design notes.
+docs/decisions/0002-async-database-behind-a-fair-gate.md.
 
     uv run python -m tests.bench.sync_vs_async [--database-url URL] [--seconds 8] [--rounds 3]
 """

@@ -224,8 +224,8 @@ def test_the_database_matches_the_development_values() -> None:
     assert not image.endswith(":latest") and ":" in image
 
 
-def test_the_readme_lists_the_forwarded_ports() -> None:
-    readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index("### `tilt up`") :]
+def test_the_development_guide_lists_the_forwarded_ports() -> None:
+    guide = (ROOT / "docs" / "development.md").read_text()
+    section = guide[guide.index("## `tilt up`") :]
     for local, _, _ in port_forwards():
         assert f"localhost:{local}" in section
