@@ -1,6 +1,7 @@
 """The Helm chart: lint, schema, Kubernetes validation of every rendering, and the
 properties users rely on. Rendered with Helm's own engine (no cluster, no binary)."""
 
+import json
 import re
 import tomllib
 from pathlib import Path
@@ -111,12 +112,67 @@ def test_schema_accepts_every_values_file() -> None:
         chart.chart().validate_schema(chart.load_values(path))
 
 
+def schema() -> dict[str, Any]:
+    found = chart.chart().schema
+    assert found is not None
+    return found
+
+
+def resolved(node: dict[str, Any]) -> dict[str, Any]:
+    """A schema node with its local `$ref` (a `#/$defs/...` pointer) followed."""
+    while "$ref" in node:
+        pointer = node["$ref"].removeprefix("#/").split("/")
+        node = schema()
+        for part in pointer:
+            node = node[part]
+    return node
+
+
+def test_both_services_share_one_definition_of_each_common_setting() -> None:
+    auth, tasks = (schema()["properties"][s]["properties"] for s in SERVICES)
+    common = auth.keys() & tasks.keys()
+    assert {
+        "image",
+        "replicaCount",
+        "resources",
+        "autoscaling",
+        "podDisruptionBudget",
+        "existingSecret",
+        "extraEnv",
+        "podAnnotations",
+        "nodeSelector",
+        "tolerations",
+        "affinity",
+    } <= common
+    for key in common:
+        assert auth[key] == tasks[key] == {"$ref": auth[key].get("$ref")}, key
+    definitions = schema()["$defs"]
+    used = set(re.findall(r'"#/\$defs/(\w+)"', json.dumps(schema())))
+    assert used == definitions.keys()  # each reference resolves, each definition is used
+
+
+@pytest.mark.parametrize("service", SERVICES)
+@pytest.mark.parametrize(
+    ("block", "valid", "typo"),
+    [
+        ("image", {"repository": "x"}, "repo"),
+        ("autoscaling", {"minReplicas": 3}, "minReplica"),
+        ("resources", {"limits": {"cpu": "2"}}, "limit"),
+        ("podDisruptionBudget", {"maxUnavailable": "50%"}, "maxUnavailble"),
+    ],
+)
+def test_schema_rejects_unknown_keys_inside_shared_definitions(
+    service: str, block: str, valid: dict[str, Any], typo: str
+) -> None:
+    chart.chart().validate_schema({service: {block: valid}})
+    with pytest.raises(helm_python.HelmValuesError, match=f"'{typo}' not allowed"):
+        chart.chart().validate_schema({service: {block: {typo: 1}}})
+
+
 def test_every_values_key_is_commented() -> None:
     """Each key the schema names has a comment line just above it in values.yaml."""
-    schema = chart.chart().schema
-    assert schema is not None
     lines = (CHART / "values.yaml").read_text().splitlines()
-    stack: list[tuple[int, dict[str, Any]]] = [(-1, schema)]
+    stack: list[tuple[int, dict[str, Any]]] = [(-1, schema())]
     missing = []
     for number, line in enumerate(lines):
         match = re.match(r"^( *)([A-Za-z][\w-]*):", line)
@@ -133,7 +189,7 @@ def test_every_values_key_is_commented() -> None:
         previous = lines[number - 1].strip() if number else ""
         if not previous.startswith("#"):
             missing.append(f"{number + 1}: {line.strip()}")
-        stack.append((indent, properties[key]))
+        stack.append((indent, resolved(properties[key])))
     assert not missing, missing
 
 
