@@ -6,6 +6,7 @@ import re
 import tomllib
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import helm_python
 import kubernetes_validate
@@ -441,6 +442,21 @@ def test_configuration_reaches_each_service(rendering: Rendering) -> None:
         else:
             assert "TASKS_CURSOR_SECRET" in env
             assert config["JWKS_URL"].endswith("/.well-known/jwks.json")
+
+
+def test_trace_export_targets_the_otlp_http_port() -> None:
+    """The services export spans over OTLP/HTTP (http/protobuf) only: an endpoint on gRPC's
+    port 4317 would export nothing. The CI value set and the values.yaml example use 4318."""
+    (values,) = [p for p in CI_VALUES if p.stem == "monitoring-values"]
+    endpoints = {
+        config["data"]["OTEL_EXPORTER_OTLP_ENDPOINT"]
+        for config in chart.render_file(values).of_kind("ConfigMap")
+        if "OTEL_EXPORTER_OTLP_ENDPOINT" in config.get("data", {})
+    }
+    assert endpoints and {urlsplit(e).port for e in endpoints} == {4318}
+    text = (CHART / "values.yaml").read_text()
+    telemetry = text[text.index("\ntelemetry:\n") :].split("\n\n", 1)[0]
+    assert re.findall(r"https?://[\w.-]+:(\d+)", telemetry) == ["4318"]
 
 
 def test_existing_secrets_are_referenced_and_none_is_created() -> None:
