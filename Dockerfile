@@ -5,7 +5,7 @@
 #   docker build --build-arg SERVICE=auth -t taskstack-auth:0.1.0 .
 #   docker build --build-arg SERVICE=tasks -t taskstack-tasks:0.1.0 .
 #
-# SERVICE has no default: a build without it stops before anything runs,
+# SERVICE has no default: a build without it stops at its first command,
 # naming the missing argument. UV_IMAGE and PYTHON_IMAGE are the base images;
 # their defaults are pinned public images, and a machine that cannot pull
 # them passes local ones instead (a Python 3.11 with python3 on PATH, and an
@@ -27,14 +27,17 @@ ENV UV_COMPILE_BYTECODE=1 \
     UV_LINK_MODE=copy \
     UV_PYTHON_DOWNLOADS=never \
     UV_PROJECT_ENVIRONMENT=/app/.venv \
-    UVICORN_APP="taskstack.${SERVICE:?is required: --build-arg SERVICE=<a directory under services/>}.main:create_app"
+    UVICORN_APP=taskstack.${SERVICE}.main:create_app
 WORKDIR /app
 # Dependencies first, in a layer that changes only with the lock. With
 # --frozen, uv takes the workspace's members from the lock, so none of their
-# pyproject.toml files (nor any code) is needed yet.
+# pyproject.toml files (nor any code) is needed yet. The shell's ${SERVICE:?}
+# stops a build without SERVICE here, naming it (the builders' own expansion
+# of that form is too recent for some, e.g. Debian 12's buildah).
 COPY pyproject.toml uv.lock ./
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --no-dev --no-editable --no-install-workspace --package "taskstack-${SERVICE}"
+    uv sync --frozen --no-dev --no-editable --no-install-workspace \
+        --package "taskstack-${SERVICE:?is required: --build-arg SERVICE=<a directory under services/>}"
 # Then the code: the shared library and this service, installed as packages.
 COPY libs/common libs/common
 COPY services/${SERVICE} services/${SERVICE}
@@ -76,7 +79,7 @@ ENV PATH=/app/.venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     FORWARDED_ALLOW_IPS=127.0.0.1 \
-    UVICORN_APP="taskstack.${SERVICE:?is required: --build-arg SERVICE=<a directory under services/>}.main:create_app"
+    UVICORN_APP=taskstack.${SERVICE}.main:create_app
 WORKDIR /app
 COPY --from=build /app/.venv /app/.venv
 USER 10001:10001

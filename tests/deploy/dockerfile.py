@@ -79,10 +79,10 @@ class Dockerfile:
 
 def parse(path: Path, build_args: Mapping[str, str] | None = None) -> Dockerfile:
     """Instructions per stage; line continuations joined, comments dropped, and build
-    arguments substituted as the builder does (see ``expand``): FROM sees the ARGs
-    declared before the first FROM, every other instruction those its stage declares,
-    each one ``build_args`` or else its default. CMD stays as written: an exec form is
-    never expanded."""
+    arguments substituted (see ``expand``): FROM sees the ARGs declared before the first
+    FROM, every other instruction those its stage declares, each one ``build_args`` or
+    else its default. RUN is expanded as its shell would (the build arguments are its
+    environment); CMD stays as written, since an exec form is never expanded."""
     logical: list[str] = []
     pending = ""
     for raw in path.read_text().splitlines():
@@ -125,8 +125,8 @@ def parse(path: Path, build_args: Mapping[str, str] | None = None) -> Dockerfile
 
 
 # Hand-written: the Python Dockerfile libraries parse instructions but do not expand
-# build arguments the way BuildKit does (the required-argument form above all), and
-# this file needs only these forms.
+# build arguments as the builder and RUN's shell do (the required-argument form above
+# all), and the Dockerfile needs only these forms.
 _REFERENCE = re.compile(r"\$(\w+)|\$\{(\w+)(?:(:?)([-+?])([^}]*))?\}")
 
 
@@ -134,7 +134,7 @@ def expand(text: str, args: Mapping[str, str | None]) -> str:
     """``$NAME``, ``${NAME}``, ``${NAME:-default}``, ``${NAME:+alternative}`` and
     ``${NAME:?message}`` (also without the colon) for the build arguments in ``args``
     (None: declared but not given); anything else is left for the image's environment.
-    A required argument that is missing raises ValueError with BuildKit's wording."""
+    A required argument that is missing raises ValueError, worded as the shell words it."""
 
     def replace(match: re.Match[str]) -> str:
         name = match[1] or match[2]
