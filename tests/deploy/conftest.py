@@ -1,6 +1,6 @@
 """The services as their images would run them, without a container engine.
 
-Each service's Dockerfile build stage is replayed once per test run (see
+The Dockerfile's build stage is replayed once per service and test run (see
 dockerfile.py); the service then starts from that environment with the
 image's own command and the configuration the chart gives it.
 """
@@ -32,12 +32,14 @@ from tests.support.servers import serve
 from tests.support.tokens import TokenMint
 
 ROOT = Path(__file__).parent.parent.parent
+DOCKERFILE = ROOT / "Dockerfile"
 SERVICES = ("auth", "tasks")
 ISSUER = "https://taskstack.test"
 
 
 def dockerfile_of(service: str) -> dockerfile.Dockerfile:
-    return dockerfile.parse(ROOT / f"services/{service}/Dockerfile")
+    """The one Dockerfile as a build of ``service`` reads it (--build-arg SERVICE=...)."""
+    return dockerfile.parse(DOCKERFILE, {"SERVICE": service})
 
 
 def uv_binary() -> str:

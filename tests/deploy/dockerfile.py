@@ -1,4 +1,5 @@
-"""Read the services' Dockerfiles, and replay their build stage without a container engine.
+"""Read the services' Dockerfile for one service, and replay its build stage without a
+container engine.
 
 The replay runs the build stage's own instructions on this machine, in a
 directory that stands for the image's root: COPY takes files from the build
@@ -16,6 +17,7 @@ import re
 import shlex
 import shutil
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,8 +77,12 @@ class Dockerfile:
         return self.stages[name]
 
 
-def parse(path: Path) -> Dockerfile:
-    """Instructions per stage; line continuations joined, comments dropped."""
+def parse(path: Path, build_args: Mapping[str, str] | None = None) -> Dockerfile:
+    """Instructions per stage; line continuations joined, comments dropped, and build
+    arguments substituted (see ``expand``): FROM sees the ARGs declared before the first
+    FROM, every other instruction those its stage declares, each one ``build_args`` or
+    else its default. RUN is expanded as its shell would (the build arguments are its
+    environment); CMD stays as written, since an exec form is never expanded."""
     logical: list[str] = []
     pending = ""
     for raw in path.read_text().splitlines():
@@ -90,6 +96,9 @@ def parse(path: Path) -> Dockerfile:
             continue
         logical.append(pending + line)
         pending = ""
+    given = dict(build_args or {})
+    global_args: dict[str, str | None] = {}
+    stage_args: dict[str, str | None] = {}
     stages: dict[str, Stage] = {}
     current: Stage | None = None
     for line in logical:
@@ -97,12 +106,52 @@ def parse(path: Path) -> Dockerfile:
         keyword = keyword.upper()
         args = args.strip()
         if keyword == "FROM":
-            words = args.split()
+            words = expand(args, global_args).split()
             name = words[2] if len(words) == 3 and words[1].upper() == "AS" else str(len(stages))
             current = stages[name] = Stage(name, words[0])
+            stage_args = {}
+        elif keyword == "ARG":
+            name, has_default, default = args.partition("=")
+            inherited = global_args.get(name) if current is not None else None
+            value = given.get(name, default if has_default else inherited)
+            (global_args if current is None else stage_args)[name] = value
+            if current is not None:
+                current.instructions.append((keyword, args))
         elif current is not None:
+            if keyword not in ("CMD", "ENTRYPOINT"):
+                args = expand(args, stage_args)
             current.instructions.append((keyword, args))
     return Dockerfile(path, stages)
+
+
+# Hand-written: the Python Dockerfile libraries parse instructions but do not expand
+# build arguments as the builder and RUN's shell do (the required-argument form above
+# all), and the Dockerfile needs only these forms.
+_REFERENCE = re.compile(r"\$(\w+)|\$\{(\w+)(?:(:?)([-+?])([^}]*))?\}")
+
+
+def expand(text: str, args: Mapping[str, str | None]) -> str:
+    """``$NAME``, ``${NAME}``, ``${NAME:-default}``, ``${NAME:+alternative}`` and
+    ``${NAME:?message}`` (also without the colon) for the build arguments in ``args``
+    (None: declared but not given); anything else is left for the image's environment.
+    A required argument that is missing raises ValueError, worded as the shell words it."""
+
+    def replace(match: re.Match[str]) -> str:
+        name = match[1] or match[2]
+        if name not in args:
+            return match[0]
+        value = args[name]
+        colon, operator, word = match[3], match[4], match[5] or ""
+        missing = value is None or (colon == ":" and not value)
+        if operator == "-":
+            return word if missing else str(value)
+        if operator == "+":
+            return "" if missing else word
+        if operator == "?" and missing:
+            raise ValueError(f"{name}: {word or 'is not allowed to be unset'}")
+        return value or ""
+
+    return _REFERENCE.sub(replace, text)
 
 
 def uv_sync_commands(stage: Stage) -> list[list[str]]:

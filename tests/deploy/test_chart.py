@@ -1,10 +1,12 @@
 """The Helm chart: lint, schema, Kubernetes validation of every rendering, and the
 properties users rely on. Rendered with Helm's own engine (no cluster, no binary)."""
 
+import json
 import re
 import tomllib
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import helm_python
 import kubernetes_validate
@@ -111,12 +113,67 @@ def test_schema_accepts_every_values_file() -> None:
         chart.chart().validate_schema(chart.load_values(path))
 
 
+def schema() -> dict[str, Any]:
+    found = chart.chart().schema
+    assert found is not None
+    return found
+
+
+def resolved(node: dict[str, Any]) -> dict[str, Any]:
+    """A schema node with its local `$ref` (a `#/$defs/...` pointer) followed."""
+    while "$ref" in node:
+        pointer = node["$ref"].removeprefix("#/").split("/")
+        node = schema()
+        for part in pointer:
+            node = node[part]
+    return node
+
+
+def test_both_services_share_one_definition_of_each_common_setting() -> None:
+    auth, tasks = (schema()["properties"][s]["properties"] for s in SERVICES)
+    common = auth.keys() & tasks.keys()
+    assert {
+        "image",
+        "replicaCount",
+        "resources",
+        "autoscaling",
+        "podDisruptionBudget",
+        "existingSecret",
+        "extraEnv",
+        "podAnnotations",
+        "nodeSelector",
+        "tolerations",
+        "affinity",
+    } <= common
+    for key in common:
+        assert auth[key] == tasks[key] == {"$ref": auth[key].get("$ref")}, key
+    definitions = schema()["$defs"]
+    used = set(re.findall(r'"#/\$defs/(\w+)"', json.dumps(schema())))
+    assert used == definitions.keys()  # each reference resolves, each definition is used
+
+
+@pytest.mark.parametrize("service", SERVICES)
+@pytest.mark.parametrize(
+    ("block", "valid", "typo"),
+    [
+        ("image", {"repository": "x"}, "repo"),
+        ("autoscaling", {"minReplicas": 3}, "minReplica"),
+        ("resources", {"limits": {"cpu": "2"}}, "limit"),
+        ("podDisruptionBudget", {"maxUnavailable": "50%"}, "maxUnavailble"),
+    ],
+)
+def test_schema_rejects_unknown_keys_inside_shared_definitions(
+    service: str, block: str, valid: dict[str, Any], typo: str
+) -> None:
+    chart.chart().validate_schema({service: {block: valid}})
+    with pytest.raises(helm_python.HelmValuesError, match=f"'{typo}' not allowed"):
+        chart.chart().validate_schema({service: {block: {typo: 1}}})
+
+
 def test_every_values_key_is_commented() -> None:
     """Each key the schema names has a comment line just above it in values.yaml."""
-    schema = chart.chart().schema
-    assert schema is not None
     lines = (CHART / "values.yaml").read_text().splitlines()
-    stack: list[tuple[int, dict[str, Any]]] = [(-1, schema)]
+    stack: list[tuple[int, dict[str, Any]]] = [(-1, schema())]
     missing = []
     for number, line in enumerate(lines):
         match = re.match(r"^( *)([A-Za-z][\w-]*):", line)
@@ -133,7 +190,7 @@ def test_every_values_key_is_commented() -> None:
         previous = lines[number - 1].strip() if number else ""
         if not previous.startswith("#"):
             missing.append(f"{number + 1}: {line.strip()}")
-        stack.append((indent, properties[key]))
+        stack.append((indent, resolved(properties[key])))
     assert not missing, missing
 
 
@@ -387,6 +444,21 @@ def test_configuration_reaches_each_service(rendering: Rendering) -> None:
             assert config["JWKS_URL"].endswith("/.well-known/jwks.json")
 
 
+def test_trace_export_targets_the_otlp_http_port() -> None:
+    """The services export spans over OTLP/HTTP (http/protobuf) only: an endpoint on gRPC's
+    port 4317 would export nothing. The CI value set and the values.yaml example use 4318."""
+    (values,) = [p for p in CI_VALUES if p.stem == "monitoring-values"]
+    endpoints = {
+        config["data"]["OTEL_EXPORTER_OTLP_ENDPOINT"]
+        for config in chart.render_file(values).of_kind("ConfigMap")
+        if "OTEL_EXPORTER_OTLP_ENDPOINT" in config.get("data", {})
+    }
+    assert endpoints and {urlsplit(e).port for e in endpoints} == {4318}
+    text = (CHART / "values.yaml").read_text()
+    telemetry = text[text.index("\ntelemetry:\n") :].split("\n\n", 1)[0]
+    assert re.findall(r"https?://[\w.-]+:(\d+)", telemetry) == ["4318"]
+
+
 def test_existing_secrets_are_referenced_and_none_is_created() -> None:
     (values,) = [p for p in CI_VALUES if p.stem == "production-ingress-values"]
     rendering = chart.render_file(values)
@@ -616,11 +688,11 @@ def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def test_the_readme_install_example_works() -> None:
-    """The README's `helm install ... --set ...` for Neon renders valid, production objects."""
-    readme = (chart.ROOT / "README.md").read_text()
+def test_the_documented_install_example_works() -> None:
+    """The deployment guide's `helm install ... --set ...` for Neon renders valid objects."""
+    guide = (chart.ROOT / "docs" / "deployment" / "index.md").read_text()
     (block,) = [
-        b for b in readme.split("```") if "helm install taskstack deploy/helm/taskstack" in b
+        b for b in guide.split("```") if "helm install taskstack deploy/helm/taskstack" in b
     ]
     command = block[block.index("helm install") :].split("\n\n")[0]
     sets = re.findall(r"--set (\S+)", command)
@@ -637,7 +709,7 @@ def test_the_readme_install_example_works() -> None:
     config = rendering.named("ConfigMap", "taskstack-auth")["data"]
     assert config["ENVIRONMENT"] == "production"
     assert config["TOKEN_ISSUER"] == "https://api.example.com"
-    # The Secrets the README creates are the ones the release reads, under the same keys.
+    # The Secrets the guide creates are the ones the release reads, under the same keys.
     created = set(re.findall(r"create secret generic (\S+)", block))
     referenced = set()
     for _, pod in rendering.workloads():

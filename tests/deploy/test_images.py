@@ -1,5 +1,5 @@
-"""The services' Dockerfiles: lint, shape, and the image closure (the image's environment
-built and started without a container engine)."""
+"""The services' Dockerfile, one for both: lint, shape, and each service's image closure
+(the image's environment built and started without a container engine)."""
 
 import json
 import re
@@ -16,6 +16,7 @@ import pytest
 
 from tests.deploy import chart, dockerfile
 from tests.deploy.conftest import (
+    DOCKERFILE,
     ROOT,
     SERVICES,
     Closures,
@@ -52,10 +53,9 @@ def hadolint() -> str:
     return found
 
 
-@pytest.mark.parametrize("service", SERVICES)
-def test_hadolint_finds_nothing(service: str) -> None:
+def test_hadolint_finds_nothing() -> None:
     result = subprocess.run(
-        [hadolint(), "--no-color", f"services/{service}/Dockerfile"],
+        [hadolint(), "--no-color", DOCKERFILE.name],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -64,12 +64,61 @@ def test_hadolint_finds_nothing(service: str) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_dockerfiles_differ_only_in_the_service_name() -> None:
-    def normalise(text: str) -> str:
-        return re.sub(r"\b(auth|tasks)\b", "SERVICE", text)
+def test_no_service_keeps_a_dockerfile_of_its_own() -> None:
+    assert DOCKERFILE.is_file()
+    assert not list((ROOT / "services").glob("*/Dockerfile*"))
 
-    auth, tasks = ((ROOT / f"services/{s}/Dockerfile").read_text() for s in SERVICES)
-    assert normalise(auth) == normalise(tasks)
+
+def test_the_dockerfile_names_no_service() -> None:
+    """Every service-specific word of an image comes from the SERVICE build argument."""
+    instructions = [
+        line
+        for line in DOCKERFILE.read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    named = [line for line in instructions if re.search(r"\b(auth|tasks)\b", line)]
+    assert not named
+    for service in SERVICES:
+        parsed = dockerfile_of(service)
+        copied = [args for stage in parsed.stages.values() for args in stage.all("COPY")]
+        assert f"services/{service} services/{service}" in copied
+        assert parsed.final.labels()["org.opencontainers.image.title"] == f"taskstack-{service}"
+
+
+@pytest.mark.parametrize("build_args", [{}, {"SERVICE": ""}], ids=["unset", "empty"])
+def test_a_build_without_service_is_refused(build_args: dict[str, str]) -> None:
+    with pytest.raises(ValueError, match=r"^SERVICE: is required: --build-arg SERVICE="):
+        dockerfile.parse(DOCKERFILE, build_args)
+
+
+def test_base_images_are_build_arguments_with_pinned_defaults() -> None:
+    text = DOCKERFILE.read_text()
+    assert re.search(r"^ARG UV_IMAGE=ghcr\.io/astral-sh/uv:\d+\.\d+\.\d+$", text, re.M)
+    assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11\.\d+-slim-\w+$", text, re.M)
+    local = {
+        "SERVICE": "auth",
+        "UV_IMAGE": "localhost/uv:local",
+        "PYTHON_IMAGE": "localhost/debian-python:bookworm",
+    }
+    bases = {name: stage.base for name, stage in dockerfile.parse(DOCKERFILE, local).stages.items()}
+    assert bases == {
+        "uv": "localhost/uv:local",
+        "build": "localhost/debian-python:bookworm",
+        "dev": "build",
+        "runtime": "localhost/debian-python:bookworm",
+    }
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_the_dockerfile_builds_each_service_closure(service: str, closures: Closures) -> None:
+    """The same file, given SERVICE, yields that service's environment and command."""
+    replay = closures[service]
+    other = next(s for s in SERVICES if s != service)
+    module, _, factory = replay.runtime.env()["UVICORN_APP"].partition(":")
+    assert (module, factory) == (f"taskstack.{service}.main", "create_app")
+    site = next(replay.path("/app/.venv/lib").glob("python*/site-packages"))
+    assert (site / (module.replace(".", "/") + ".py")).is_file()
+    assert not (site / f"taskstack/{other}").exists()
 
 
 @pytest.mark.parametrize("service", SERVICES)
@@ -92,24 +141,28 @@ def test_image_shape(service: str) -> None:
     assert all(
         "pyproject.toml" in c or "uv.lock" in c or "--from" in c for c in copies[:first_code]
     )
-    # Non-root numeric user, exec-form CMD: uvicorn as PID 1 behind a proxy.
+    # Non-root numeric user, exec-form CMD: uvicorn as PID 1 behind a proxy, serving the
+    # factory the build baked into UVICORN_APP (no shell to expand a variable in argv).
     user = runtime.all("USER")[-1]
     uid, _, gid = user.partition(":")
     assert uid.isdigit() and int(uid) > 0 and gid.isdigit()
     command = runtime.command()
-    assert command[:3] == ["uvicorn", "--factory", f"taskstack.{service}.main:create_app"]
+    assert command[:2] == ["uvicorn", "--factory"]
+    assert not [word for word in command if not word.startswith("-") and ":" in word]
+    assert runtime.env()["UVICORN_APP"] == f"taskstack.{service}.main:create_app"
     assert "--proxy-headers" in command
     # uvicorn reads --forwarded-allow-ips from FORWARDED_ALLOW_IPS; the image sets a default.
     assert "--forwarded-allow-ips" not in command
     assert "FORWARDED_ALLOW_IPS" in runtime.env()
     assert "PYTHONDONTWRITEBYTECODE" in runtime.env()  # read-only root filesystem
-    # OCI labels.
+    # OCI labels: the version defaults to the service's, and a build argument sets it.
     labels = runtime.labels()
     version = tomllib.loads((ROOT / f"services/{service}/pyproject.toml").read_text())
-    assert labels["org.opencontainers.image.version"] == "${VERSION}"
-    assert f"ARG VERSION={version['project']['version']}" in parsed.path.read_text()
-    assert labels["org.opencontainers.image.source"] == "${SOURCE}"
+    assert labels["org.opencontainers.image.version"] == version["project"]["version"]
+    assert labels["org.opencontainers.image.source"].startswith("https://")
     assert labels["org.opencontainers.image.title"] == package
+    released = dockerfile.parse(DOCKERFILE, {"SERVICE": service, "VERSION": "9.9.9"})
+    assert released.final.labels()["org.opencontainers.image.version"] == "9.9.9"
 
 
 @pytest.mark.parametrize("service", SERVICES)
@@ -140,12 +193,8 @@ def test_grace_period_too_short_is_refused() -> None:
 def test_dockerignore_lets_in_only_what_the_images_need() -> None:
     files = dockerfile.context_files(ROOT)
     assert "uv.lock" in files and "pyproject.toml" in files
-    assert {"tools/dev/pyproject.toml", "tools/bench/pyproject.toml"} <= set(files)
-    assert not [
-        f
-        for f in files
-        if f.startswith(("tools/dev/src", "tools/bench/src", "tests/", ".venv/", "deploy/"))
-    ]
+    # The developer tools never enter an image: uv reads the workspace from the lock.
+    assert not [f for f in files if f.startswith(("tools/", "tests/", ".venv/", "deploy/"))]
     assert not [f for f in files if "__pycache__" in f or f.endswith("Dockerfile")]
     assert "services/auth/src/taskstack/auth/main.py" in files
 

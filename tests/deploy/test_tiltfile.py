@@ -85,12 +85,18 @@ def test_each_image_is_the_one_the_chart_runs() -> None:
     assert set(builds()) == repositories
 
 
+def parsed_dockerfile(build: Call) -> dockerfile.Dockerfile:
+    """The Dockerfile as this docker_build reads it, with its build arguments."""
+    return dockerfile.parse(ROOT / build.kwargs["dockerfile"], build.kwargs.get("build_args"))
+
+
 @pytest.mark.parametrize("service", SERVICES)
-def test_builds_the_dev_stage_from_the_service_dockerfile(service: str) -> None:
+def test_builds_the_dev_stage_of_the_one_dockerfile_for_each_service(service: str) -> None:
     build = builds()[f"taskstack-{service}"]
     assert build.args[1] == "."
-    assert build.kwargs["dockerfile"] == f"services/{service}/Dockerfile"
-    parsed = dockerfile.parse(ROOT / build.kwargs["dockerfile"])
+    assert build.kwargs["dockerfile"] == "Dockerfile"
+    assert build.kwargs["build_args"] == {"SERVICE": service}
+    parsed = parsed_dockerfile(build)
     assert build.kwargs["target"] in parsed.stages
     # `only` lets in what the Dockerfile copies, and the Dockerfile copies nothing else.
     only = build.kwargs["only"]
@@ -107,7 +113,7 @@ def test_builds_the_dev_stage_from_the_service_dockerfile(service: str) -> None:
 @pytest.mark.parametrize("service", SERVICES)
 def test_live_update_targets_the_image_working_directory(service: str) -> None:
     build = builds()[f"taskstack-{service}"]
-    parsed = dockerfile.parse(ROOT / build.kwargs["dockerfile"])
+    parsed = parsed_dockerfile(build)
     target = parsed.stage(build.kwargs["target"])
     workdir = (target.all("WORKDIR") or parsed.stage(target.base).all("WORKDIR"))[-1]
     steps = [as_call(step) for step in build.kwargs["live_update"]]
@@ -124,11 +130,16 @@ def test_live_update_targets_the_image_working_directory(service: str) -> None:
         )
     # The service's and the common library's sources, and the lock.
     assert {"libs/common", f"services/{service}", "uv.lock"} <= synced.keys()
-    # The dev stage restarts uvicorn when those sources change.
+    # The dev stage restarts uvicorn when those sources change: each synced source tree
+    # lies under a watched directory. Watching all of services/ watches this service only,
+    # as the image holds no other.
     command = target.command()
     assert "--reload" in command
     reload_dirs = {command[i + 1] for i, word in enumerate(command) if word == "--reload-dir"}
-    assert reload_dirs == {"libs/common/src", f"services/{service}/src"}
+    for sources in ("libs/common/src", f"services/{service}/src"):
+        assert any(sources == d or sources.startswith(d + "/") for d in reload_dirs), sources
+    copied = [args.split()[0] for args in parsed.stage("build").all("COPY") if "--from" not in args]
+    assert [c for c in copied if c.startswith("services/")] == [f"services/{service}"]
     # A changed lock re-syncs the environment (in the working directory), then restarts.
     (run,) = runs
     assert "uv.lock" in run.kwargs["trigger"]
@@ -224,8 +235,8 @@ def test_the_database_matches_the_development_values() -> None:
     assert not image.endswith(":latest") and ":" in image
 
 
-def test_the_readme_lists_the_forwarded_ports() -> None:
-    readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index("### `tilt up`") :]
+def test_the_development_guide_lists_the_forwarded_ports() -> None:
+    guide = (ROOT / "docs" / "development.md").read_text()
+    section = guide[guide.index("## `tilt up`") :]
     for local, _, _ in port_forwards():
         assert f"localhost:{local}" in section

@@ -80,7 +80,7 @@ app.kubernetes.io/component: {{ .name }}
 {{- end }}
 
 {{/*
-The images' uvicorn --timeout-graceful-shutdown (the Dockerfiles' CMD; the
+The images' uvicorn --timeout-graceful-shutdown (the Dockerfile's CMD; the
 tests check both agree). The grace period must cover preStop + this.
 */}}
 {{- define "taskstack.uvicornGracefulShutdownSeconds" -}}

@@ -1,6 +1,6 @@
 """Signing keys: loaded from a directory of PEM files, published as a JWKS, one of them signing.
 
-Zero-downtime rotation (README, "Key rotation"): add a new key file (it is
+Zero-downtime rotation (docs/api/auth.md, "Key rotation"): add a new key file (it is
 published while the old one still signs) → once every verifier has fetched
 the new JWKS, make it the signing key (AUTH_SIGNING_KEY_ID) → after the
 longest access-token lifetime has passed, delete the old file.

@@ -207,7 +207,7 @@ class Report:
         return "\n".join(lines)
 
     def heading(self) -> list[str]:
-        """When, where and how the figures were taken (the README quotes them with the table)."""
+        """When, where and how the figures were taken (docs/performance.md quotes them)."""
         context, machine, settings = self.context, self.context["machine"], self.context["settings"]
         return [
             f"taskstack bench, {context['date']}",
