@@ -18,6 +18,7 @@ from taskstack.tasks.main import create_app
 from tests.support.postgres import PostgresServer
 from tests.support.servers import serve
 from tests.support.tokens import TokenMint
+from tests.support.tools import require
 from tests.tasks.conftest import jwks_app, tasks_settings
 
 TASKSTACK = str(Path(sys.executable).with_name("taskstack"))
@@ -27,6 +28,7 @@ STORM = ("storm-login", "storm-jwks", "storm-refresh", "quiet-jwks", "quiet-refr
 def test_smoke_run_measures_every_scenario_without_errors(
     postgres: PostgresServer, tmp_path: Path
 ) -> None:
+    require("wrk")
     output = tmp_path / "bench.json"
     result = subprocess.run(
         [
@@ -136,6 +138,7 @@ def test_wrk_sends_the_requests_verbatim_and_counts_every_refusal(tmp_path: Path
         Request("POST", "/one", {"x-note": note}, json.dumps({"title": note}, ensure_ascii=False)),
         Request("GET", "/two?a=1&b=%20"),
     ]
+    require("wrk")
     recorder = _Recorder()
     with serve(recorder) as base_url:
         script = wrk.rotating_script(tmp_path / "rotate.lua", requests)

@@ -1,12 +1,12 @@
 """/metrics: Prometheus text (or OpenMetrics), RED by route template, pool, bounded labels."""
 
-import shutil
 import subprocess
 import uuid
 
 import httpx
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support.tools import require
 
 
 def scrape(client: httpx.Client) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
@@ -88,11 +88,10 @@ def test_cardinality_stays_bounded_whatever_the_paths(demo: httpx.Client) -> Non
 
 
 def test_promtool_finds_nothing_to_fix(demo: httpx.Client) -> None:
-    if shutil.which("promtool") is None:
-        pytest.fail("promtool is missing: apt-get install prometheus (.ci/run does)")
+    promtool = require("promtool")
     demo.get("/v1/demo/items/1")
     result = subprocess.run(
-        ["promtool", "check", "metrics"],
+        [promtool, "check", "metrics"],
         input=demo.get("/metrics").text,
         capture_output=True,
         text=True,

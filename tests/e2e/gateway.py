@@ -4,7 +4,6 @@ import contextlib
 import grp
 import os
 import pwd
-import shutil
 import signal
 import socket
 import subprocess
@@ -13,6 +12,8 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.support.tools import require
 
 STOP_TIMEOUT = 10.0
 # Idle keep-alive connections to a service are dropped before uvicorn drops
@@ -147,7 +148,7 @@ def _wait_listening(port: int, process: subprocess.Popen[bytes], gateway: Gatewa
 def nginx(
     upstreams: Mapping[str, Sequence[str]], routes: Mapping[str, str], *, port: int
 ) -> Iterator[Gateway]:
-    binary = shutil.which("nginx") or "/usr/sbin/nginx"
+    binary = require("nginx")
     with tempfile.TemporaryDirectory(prefix="taskstack-e2e-nginx-") as tmp:
         directory = Path(tmp)
         directory.chmod(0o755)  # the workers (another user under root) create temp files here

@@ -2,7 +2,6 @@
 
 import contextlib
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -17,6 +16,7 @@ from sqlalchemy.engine import URL
 
 from taskstack.bench.processes import free_port
 from tests.e2e.cluster import SERVER_USER, PrivateCluster, hand_over
+from tests.support.tools import require
 
 STOP_TIMEOUT = 10.0
 
@@ -90,7 +90,7 @@ def _wait_listening(port: int, process: subprocess.Popen[bytes], log: Path) -> N
 @contextlib.contextmanager
 def pgbouncer(cluster: PrivateCluster, *, pool_size: int = 20) -> Iterator[Pooler]:
     """PgBouncer in front of ``cluster``; ``pool_size`` server connections per database."""
-    binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
+    binary = require("pgbouncer")
     with tempfile.TemporaryDirectory(prefix="taskstack-e2e-pgbouncer-") as tmp:
         directory = Path(tmp)
         port = free_port()

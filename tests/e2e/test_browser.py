@@ -20,12 +20,10 @@ from playwright.sync_api import Browser, ConsoleMessage, Page, Request, sync_pla
 from tests.e2e.harness import Stack
 from tests.e2e.report import Reliability
 from tests.support.auth import STRONG_PASSWORD, bearer, login, register
+from tests.support.tools import require
 
 pytestmark = pytest.mark.e2e
 
-# Debian's browser: Playwright's own browser download needs a host that
-# neither CI nor an air-gapped developer can reach.
-CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox",  # the suite runs as root, where Chromium's sandbox refuses to start
     "--disable-gpu",
@@ -52,10 +50,12 @@ class Visit:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    assert CHROMIUM.exists(), f"{CHROMIUM} is missing: apt-get install chromium"
+    # Debian's browser: Playwright's own browser download needs a host that
+    # neither CI nor an air-gapped developer can reach.
+    chromium = require("chromium")
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+            executable_path=chromium, headless=True, args=CHROMIUM_ARGS
         )
         yield launched
         launched.close()
