@@ -1,5 +1,6 @@
 """`taskstack up` as a new user runs it: a subprocess, embedded PostgreSQL, Ctrl-C to stop."""
 
+import errno
 import os
 import signal
 import socket
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import psutil
+import pytest
 
 TASKSTACK = str(Path(sys.executable).with_name("taskstack"))
 
@@ -108,6 +110,39 @@ def test_up_serves_both_services_through_the_gateway_and_stops_cleanly(tmp_path:
         not psutil.pid_exists(postmaster)
         or psutil.Process(postmaster).status() == psutil.STATUS_ZOMBIE
     )
+
+
+def port_options(gateway: int, auth: int, tasks: int) -> list[str]:
+    return ["--port", str(gateway), "--auth-port", str(auth), "--tasks-port", str(tasks)]
+
+
+def test_up_starts_again_at_once_after_a_stop_that_served_traffic(tmp_path: Path) -> None:
+    gateway, auth, tasks = free_ports(3)
+    base = f"http://127.0.0.1:{gateway}"
+    first = start(tmp_path, *port_options(gateway, auth, tasks))
+    # The client's connections stay open across the stop, so the servers close
+    # them first and their side of each lingers in TIME-WAIT.
+    with httpx.Client(base_url=base, timeout=10) as client:
+        try:
+            wait_for_gateway(first, base)
+            for path in ("/v1/auth/openapi.json", "/.well-known/jwks.json", "/v1/tasks"):
+                assert client.get(path).status_code in (200, 401)
+        finally:
+            os.killpg(first.pid, signal.SIGINT)  # Ctrl-C reaches the terminal's process group
+            output, _ = first.communicate(timeout=60)
+    assert first.returncode == 0, output
+    with socket.socket() as plain, pytest.raises(OSError, match="in use") as refused:
+        plain.bind(("127.0.0.1", gateway))  # a bind without SO_REUSEADDR is refused for now
+    assert refused.value.errno == errno.EADDRINUSE
+
+    second = start(tmp_path, *port_options(gateway, auth, tasks))
+    try:
+        wait_for_gateway(second, base)
+        assert httpx.get(f"{base}/v1/tasks/openapi.json").status_code == 200
+    finally:
+        second.send_signal(signal.SIGTERM)
+        output, _ = second.communicate(timeout=60)
+    assert second.returncode == 0, output
 
 
 def test_a_port_in_use_is_a_one_line_error(tmp_path: Path) -> None:

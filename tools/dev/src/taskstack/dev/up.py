@@ -59,6 +59,9 @@ def _database(options: UpOptions) -> Iterator[URL]:
 
 def _check_port_free(port: int) -> None:
     with socket.socket() as probe:
+        # Bind as uvicorn does: connections a stopped stack left in TIME-WAIT do not
+        # hold the port, only a socket still listening on it does.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((HOST, port))
         except OSError as exc:
