@@ -1,6 +1,7 @@
 """`taskstack up` as a new user runs it: a subprocess, embedded PostgreSQL, Ctrl-C to stop."""
 
 import errno
+import json
 import os
 import signal
 import socket
@@ -143,6 +144,25 @@ def test_up_starts_again_at_once_after_a_stop_that_served_traffic(tmp_path: Path
         second.send_signal(signal.SIGTERM)
         output, _ = second.communicate(timeout=60)
     assert second.returncode == 0, output
+
+
+def test_a_clean_start_logs_no_warning(tmp_path: Path) -> None:
+    gateway, auth, tasks = free_ports(3)
+    process = start(tmp_path, *port_options(gateway, auth, tasks))
+    try:
+        wait_for_gateway(process, f"http://127.0.0.1:{gateway}")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=60)
+    assert process.returncode == 0, output
+
+    lines = output.splitlines()
+    records = [json.loads(line.split(" | ", 1)[1]) for line in lines if " | {" in line]
+    started = {record["service"] for record in records if record["message"] == "started"}
+    assert started == {"auth", "tasks"}
+    assert [r for r in records if r["level"] not in ("DEBUG", "INFO")] == []
+    others = [line for line in lines if " | {" not in line]
+    assert [line for line in others if line.startswith(("WARNING", "ERROR", "CRITICAL"))] == []
 
 
 def test_a_port_in_use_is_a_one_line_error(tmp_path: Path) -> None:

@@ -127,14 +127,18 @@ async def _serve(options: UpOptions, database: URL) -> None:
     )
     gateway_task: asyncio.Task[None] | None = None
     try:
+        deadline = loop.time() + READY_TIMEOUT
+        # One after the other, each ready before the next starts: tasks loads
+        # auth's keys as it starts, and would warn that auth did not answer.
         for service in SERVICES:
             process = await _start_service(service, options, env)
             children[service.name] = process
             assert process.stdout is not None
             streams.append(asyncio.create_task(_stream(service.name, process.stdout)))
-        await _wait_ready(options, children, stop)
-        if stop.is_set():
-            return
+            port = options.service_ports[service.name]
+            await _wait_ready(service.name, process, port, stop, deadline)
+            if stop.is_set():
+                return
         listener = socket.create_server((HOST, options.port))
         gateway_task = asyncio.create_task(gateway.serve(sockets=[listener]))
         _print_banner(options)
@@ -190,21 +194,23 @@ async def _stream(name: str, stream: asyncio.StreamReader) -> None:
 
 
 async def _wait_ready(
-    options: UpOptions, children: dict[str, asyncio.subprocess.Process], stop: asyncio.Event
+    name: str,
+    process: asyncio.subprocess.Process,
+    port: int,
+    stop: asyncio.Event,
+    deadline: float,
 ) -> None:
-    deadline = asyncio.get_running_loop().time() + READY_TIMEOUT
-    async with httpx.AsyncClient(timeout=2.0) as client:
-        for name, process in children.items():
-            url = f"http://{HOST}:{options.service_ports[name]}/readyz"
-            while not stop.is_set():
-                if process.returncode is not None:
-                    raise CliError(f"the {name} service exited with status {process.returncode}")
-                with contextlib.suppress(httpx.HTTPError):
-                    if (await client.get(url)).status_code == 200:
-                        break
-                if asyncio.get_running_loop().time() > deadline:
-                    raise CliError(f"the {name} service was not ready within {READY_TIMEOUT:g} s")
-                await asyncio.sleep(0.2)
+    url = f"http://{HOST}:{port}/readyz"
+    async with httpx.AsyncClient(timeout=2.0, trust_env=False) as client:
+        while not stop.is_set():
+            if process.returncode is not None:
+                raise CliError(f"the {name} service exited with status {process.returncode}")
+            with contextlib.suppress(httpx.HTTPError):
+                if (await client.get(url)).status_code == 200:
+                    return
+            if asyncio.get_running_loop().time() > deadline:
+                raise CliError(f"the {name} service was not ready within {READY_TIMEOUT:g} s")
+            await asyncio.sleep(0.2)
 
 
 async def _stop_all(children: dict[str, asyncio.subprocess.Process]) -> None:
