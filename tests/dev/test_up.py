@@ -1,15 +1,21 @@
 """`taskstack up` as a new user runs it: a subprocess, embedded PostgreSQL, Ctrl-C to stop."""
 
+import contextlib
 import errno
 import json
 import os
+import pty
+import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
+import click
 import httpx
 import psutil
 import pytest
@@ -38,7 +44,7 @@ def start(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
     )
 
 
-def wait_for_gateway(process: subprocess.Popen[str], url: str, within: float = 90) -> None:
+def wait_for_gateway(process: subprocess.Popen[Any], url: str, within: float = 90) -> None:
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         assert process.poll() is None, process.stdout.read() if process.stdout else ""
@@ -163,6 +169,53 @@ def test_a_clean_start_logs_no_warning(tmp_path: Path) -> None:
     assert [r for r in records if r["level"] not in ("DEBUG", "INFO")] == []
     others = [line for line in lines if " | {" not in line]
     assert [line for line in others if line.startswith(("WARNING", "ERROR", "CRITICAL"))] == []
+
+
+def test_at_a_terminal_up_prints_one_readable_line_per_record(tmp_path: Path) -> None:
+    gateway, auth, tasks = free_ports(3)
+    base = f"http://127.0.0.1:{gateway}"
+    ports = port_options(gateway, auth, tasks)
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen(
+        [TASKSTACK, "up", "--data-dir", str(tmp_path / "data"), *ports],
+        stdin=subprocess.DEVNULL,
+        stdout=terminal,
+        stderr=terminal,
+        start_new_session=True,
+        env={k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "NO_COLOR")},
+    )
+    os.close(terminal)
+    received = bytearray()
+
+    def read_terminal() -> None:
+        with contextlib.suppress(OSError):  # EIO once nothing holds the terminal open
+            while chunk := os.read(controller, 65536):
+                received.extend(chunk)
+
+    reader = threading.Thread(target=read_terminal, daemon=True)
+    reader.start()
+    try:
+        wait_for_gateway(process, base)
+        response = httpx.get(f"{base}/v1/tasks", headers={"x-request-id": "at-a-terminal"})
+        assert response.status_code == 401
+    finally:
+        os.killpg(process.pid, signal.SIGINT)
+        process.wait(60)
+        reader.join(30)
+        os.close(controller)
+    output = received.decode(errors="replace").replace("\r\n", "\n")
+    assert process.returncode == 0, output
+
+    lines = output.splitlines()
+    [access] = [line for line in lines if "request_id=at-a-terminal" in line]
+    assert re.fullmatch(
+        r"\d\d:\d\d:\d\d\.\d{3} tasks INFO    request GET /v1/tasks 401 [\d.]+ ms "
+        r"request_id=at-a-terminal",
+        click.unstyle(access),
+    ), access
+    assert click.style("tasks", fg="magenta") in access
+    assert [line for line in lines if re.search(r"\| \{|^\{", click.unstyle(line))] == []
+    assert "taskstack is up" in output and "taskstack: stopped" in output
 
 
 def test_a_port_in_use_is_a_one_line_error(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from taskstack.auth.keys import generate_signing_key
 from taskstack.common.migrations import upgrade
 from taskstack.dev.errors import CliError
 from taskstack.dev.gateway import DevGateway
+from taskstack.dev.logs import LogLines
 from taskstack.dev.postgres import check_reachable, embedded_postgres
 from taskstack.dev.services import SERVICES, Service
 
@@ -34,6 +35,7 @@ class UpOptions:
     service_ports: dict[str, int]
     database_url: URL | None
     log_level: str
+    log_lines: LogLines
     reload: bool
 
 
@@ -134,7 +136,9 @@ async def _serve(options: UpOptions, database: URL) -> None:
             process = await _start_service(service, options, env)
             children[service.name] = process
             assert process.stdout is not None
-            streams.append(asyncio.create_task(_stream(service.name, process.stdout)))
+            streams.append(
+                asyncio.create_task(_stream(service.name, process.stdout, options.log_lines))
+            )
             port = options.service_ports[service.name]
             await _wait_ready(service.name, process, port, stop, deadline)
             if stop.is_set():
@@ -186,10 +190,10 @@ async def _start_service(
     )
 
 
-async def _stream(name: str, stream: asyncio.StreamReader) -> None:
-    width = max(len(service.name) for service in SERVICES)
+async def _stream(name: str, stream: asyncio.StreamReader, log_lines: LogLines) -> None:
     async for line in stream:
-        sys.stdout.write(f"{name:<{width}} | {line.decode(errors='replace')}")
+        sys.stdout.write(log_lines.format(name, line.decode(errors="replace").rstrip("\r\n")))
+        sys.stdout.write("\n")
         sys.stdout.flush()
 
 
