@@ -95,7 +95,14 @@ def test_up_serves_both_services_through_the_gateway_and_stops_cleanly(tmp_path:
             assert issuer == base
             # Health is for the kubelet only: the gateway does not route it.
             assert client.get("/livez").status_code == 404
-            assert client.get("/v1/tasks").status_code == 401
+            unauthorised = client.get("/v1/tasks", headers={b"X-Foo": "é".encode()})
+            assert unauthorised.status_code == 401
+            assert unauthorised.headers.get_list("server") == ["uvicorn"]
+            assert len(unauthorised.headers.get_list("date")) == 1
+            # A trailing slash is redirected to the gateway, not to the service's port.
+            redirect = client.get("/v1/tasks/?limit=5")
+            assert redirect.status_code == 307
+            assert redirect.headers["location"] == f"{base}/v1/tasks?limit=5"
             signed_in = {"Authorization": f"Bearer {tokens['access_token']}"}
             created = client.post("/v1/tasks", json={"title": "try taskstack"}, headers=signed_in)
             assert created.status_code == 201

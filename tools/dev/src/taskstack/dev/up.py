@@ -18,7 +18,7 @@ from sqlalchemy.engine import URL
 from taskstack.auth.keys import generate_signing_key
 from taskstack.common.migrations import upgrade
 from taskstack.dev.errors import CliError
-from taskstack.dev.gateway import DevGateway
+from taskstack.dev.gateway import SERVER_OPTIONS, DevGateway
 from taskstack.dev.logs import LogLines
 from taskstack.dev.postgres import check_reachable, embedded_postgres
 from taskstack.dev.services import SERVICES, Service
@@ -125,6 +125,7 @@ async def _serve(options: UpOptions, database: URL) -> None:
             host=HOST,
             port=options.port,
             log_level="warning",
+            **SERVER_OPTIONS,
         )
     )
     gateway_task: asyncio.Task[None] | None = None
