@@ -70,16 +70,19 @@ def transaction_escapes(source: Path) -> list[str]:
     for node in ast.walk(ast.parse(source.read_text())):
         shown = source.relative_to(ROOT) if source.is_relative_to(ROOT) else source
         where = f"{shown}:{getattr(node, 'lineno', '?')}"
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
-            if node.func.attr in OPENS_A_TRANSACTION:
-                found.append(f"{where} .{node.func.attr}()")
-        elif isinstance(node, ast.Name | ast.alias):
-            name = node.id if isinstance(node, ast.Name) else node.name.rsplit(".", 1)[-1]
-            if name in OPENS_A_CONNECTION:
-                found.append(f"{where} {name}")
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
-            if node.value.strip().upper() in TRANSACTION_STATEMENTS:
-                found.append(f"{where} {node.value!r}")
+        name = node.name.rsplit(".", 1)[-1] if isinstance(node, ast.alias) else None
+        if isinstance(node, ast.Attribute) and node.attr in OPENS_A_TRANSACTION:
+            found.append(f"{where} .{node.attr}()")
+        elif isinstance(node, ast.Name) and node.id in OPENS_A_CONNECTION:
+            found.append(f"{where} {node.id}")
+        elif name in OPENS_A_CONNECTION:
+            found.append(f"{where} {name}")
+        elif (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and node.value.strip().upper() in TRANSACTION_STATEMENTS
+        ):
+            found.append(f"{where} {node.value!r}")
     return found
 
 

@@ -334,3 +334,12 @@ def test_authorization_server_metadata(client: httpx.Client) -> None:
     assert metadata["revocation_endpoint"] == "http://127.0.0.1:8000/v1/auth/revoke"
     assert metadata["grant_types_supported"] == ["password", "refresh_token"]
     assert metadata["token_endpoint_auth_methods_supported"] == ["none"]
+
+
+def test_head_on_the_jwks_answers_its_headers_without_the_body(client: httpx.Client) -> None:
+    get, head = client.get("/.well-known/jwks.json"), client.head("/.well-known/jwks.json")
+    assert head.status_code == 200
+    for name in ("content-type", "content-length", "cache-control"):
+        assert head.headers[name] == get.headers[name]
+    assert int(head.headers["content-length"]) == len(get.content) > 0
+    assert head.content == b""

@@ -1,5 +1,6 @@
 """What create_service_app gives every service: docs, documented problems, headers, CORS."""
 
+import logging
 from typing import Any
 
 import httpx
@@ -80,3 +81,46 @@ def test_cors_allows_only_the_configured_origins_and_never_credentials(demo_data
         assert "access-control-allow-origin" not in refused.headers
         simple = client.get("/livez", headers={"origin": "https://app.example"})
         assert simple.headers["access-control-allow-origin"] == "https://app.example"
+
+
+PER_ANSWER_HEADERS = {"date", "x-request-id"}
+
+
+def comparable_headers(response: httpx.Response) -> list[tuple[str, str]]:
+    return [(k, v) for k, v in response.headers.multi_items() if k not in PER_ANSWER_HEADERS]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/demo/items/3?limit=2",
+        "/v1/demo/openapi.json",
+        "/v1/demo/docs",
+        "/livez",
+        "/v1/demo/items/abc",  # 422
+        "/v1/demo/errors/throttled",  # 429 with Retry-After
+        "/v1/demo/nowhere",  # 404
+    ],
+)
+def test_head_answers_as_get_does_without_the_body(demo: httpx.Client, path: str) -> None:
+    get, head = demo.get(path), demo.head(path)
+    assert head.status_code == get.status_code
+    assert comparable_headers(head) == comparable_headers(get)
+    assert head.headers["content-length"] == str(len(get.content)) != "0"
+    assert head.content == b""
+
+
+def test_head_where_get_is_not_served_is_405_naming_what_is(demo: httpx.Client) -> None:
+    response = demo.head("/v1/demo/notes")
+    assert response.status_code == 405
+    assert response.headers["allow"] == "POST"
+    assert response.content == b""
+
+
+def test_head_is_logged_as_head_under_its_route(
+    demo: httpx.Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="taskstack.request"):
+        demo.head("/v1/demo/items/3", headers={"x-request-id": "head-logged"})
+    [record] = [r for r in caplog.records if getattr(r, "request_id", None) == "head-logged"]
+    assert (record.method, record.route, record.status) == ("HEAD", "/v1/demo/items/{number}", 200)  # type: ignore[attr-defined]

@@ -27,7 +27,7 @@ def test_unknown_route_is_404(demo: httpx.Client) -> None:
 def test_wrong_method_is_405_with_allow(demo: httpx.Client) -> None:
     response = demo.delete("/v1/demo/items/1")
     assert_problem(response, 405)
-    assert response.headers["allow"] == "GET"
+    assert response.headers["allow"] == "GET, HEAD"
 
 
 def test_validation_error_lists_each_field_without_echoing_input(demo: httpx.Client) -> None:

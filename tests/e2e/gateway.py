@@ -110,6 +110,7 @@ http {{
         # address nginx took the connection from.
         proxy_set_header X-Forwarded-For $remote_addr;
         proxy_set_header X-Forwarded-Proto $scheme;
+        proxy_set_header X-Forwarded-Host $http_host;
         proxy_set_header X-Real-IP "";
         proxy_set_header Forwarded "";
 

@@ -5,6 +5,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -23,11 +24,13 @@ def serve(
     port: int = 0,
     trusted_proxies: str = "127.0.0.1",
     startup_timeout: float = 30.0,
+    **uvicorn_options: Any,
 ) -> Iterator[str]:
     """Yield the base URL of ``app`` served over real HTTP; stop it afterwards.
 
     ``trusted_proxies`` is uvicorn's --forwarded-allow-ips: peers whose
     X-Forwarded-For is believed (the tests' own client is 127.0.0.1).
+    ``uvicorn_options``: any other uvicorn.Config option.
     """
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -40,6 +43,7 @@ def serve(
             lifespan="on",
             timeout_graceful_shutdown=5,
             forwarded_allow_ips=trusted_proxies,
+            **uvicorn_options,
         )
     )
 

@@ -160,6 +160,25 @@ def test_invalid_list_parameters_are_422(alice: UserClient, query: dict[str, str
     assert_problem(alice.get("/v1/tasks", params=query), 422)
 
 
+def test_an_offset_whose_plus_was_not_encoded_gets_told_to_send_2b(alice: UserClient) -> None:
+    # As typed into a URL: the query string turns the unencoded + into a space.
+    response = alice.get("/v1/tasks?due_before=2026-01-01T00:00:00+02:00")
+    [error] = assert_problem(response, 422)["errors"]
+    assert error["loc"] == ["query", "due_before"]
+    assert "%2B" in error["msg"] and "Z" in error["msg"]
+    encoded = alice.get("/v1/tasks?due_before=2026-01-01T00:00:00%2B02:00")
+    assert encoded.status_code == 200
+
+
+def test_a_date_filter_that_is_no_date_gets_an_example(alice: UserClient) -> None:
+    response = alice.get("/v1/tasks", params={"due_after": "next tuesday"})
+    [error] = assert_problem(response, 422)["errors"]
+    assert error["loc"] == ["query", "due_after"]
+    assert "for example 2026-01-31T09:00:00Z" in error["msg"]
+    assert "%2B" not in error["msg"]
+    assert alice.get("/v1/tasks", params={"due_after": "2026-01-31T09:00:00Z"}).status_code == 200
+
+
 def test_too_many_tag_filters_are_422(alice: UserClient) -> None:
     query = {"tag": [f"t{n}" for n in range(21)]}
     assert_problem(alice.get("/v1/tasks", params=query), 422)

@@ -269,9 +269,9 @@ def test_openapi_declares_each_operations_statuses(api: Api) -> None:
 @pytest.mark.parametrize(
     ("method", "path", "allow"),
     [
-        ("OPTIONS", "/v1/tasks", "GET, POST, DELETE"),
-        ("PUT", "/v1/tasks", "GET, POST, DELETE"),
-        ("POST", "/v1/tasks/{id}", "GET, PUT, PATCH, DELETE"),
+        ("OPTIONS", "/v1/tasks", "GET, HEAD, POST, DELETE"),
+        ("PUT", "/v1/tasks", "GET, HEAD, POST, DELETE"),
+        ("POST", "/v1/tasks/{id}", "GET, HEAD, PUT, PATCH, DELETE"),
     ],
 )
 def test_a_wrong_method_is_405_naming_every_allowed_one(
@@ -282,6 +282,19 @@ def test_a_wrong_method_is_405_naming_every_allowed_one(
     assert response.status_code == 405
     assert response.headers["allow"] == allow
     assert response.headers["content-type"] == "application/problem+json"
+
+
+def test_head_answers_the_list_and_a_task_as_get_without_the_body(alice: UserClient) -> None:
+    task = new_task(alice)
+    for path in ("/v1/tasks", f"/v1/tasks/{task['id']}"):
+        get, head = alice.get(path), alice.head(path)
+        assert head.status_code == 200
+        different = {"date", "x-request-id"}
+        assert [h for h in head.headers.multi_items() if h[0] not in different] == [
+            h for h in get.headers.multi_items() if h[0] not in different
+        ]
+        assert int(head.headers["content-length"]) == len(get.content) > 0
+        assert head.content == b""
 
 
 def test_openapi_says_what_validation_enforces(api: Api) -> None:

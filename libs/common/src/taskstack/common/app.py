@@ -24,6 +24,7 @@ from taskstack.common.logging import configure_logging
 from taskstack.common.metrics import BUILD_INFO, metrics_router
 from taskstack.common.middleware import (
     BodySizeLimitMiddleware,
+    HeadMiddleware,
     RequestContextMiddleware,
     TransientRetryMiddleware,
 )
@@ -99,6 +100,7 @@ def create_service_app(
     # add_middleware wraps: the last added runs first.
     for inner in reversed(middleware):
         app.add_middleware(inner.cls, *inner.args, **inner.kwargs)
+    app.add_middleware(HeadMiddleware)
     app.add_middleware(
         TransientRetryMiddleware,
         service=name,

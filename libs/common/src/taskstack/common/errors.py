@@ -149,20 +149,24 @@ _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
 def _allowed_methods(request: Request) -> list[str]:
-    """Every method some route serves at this path.
+    """Every method some route serves at this path, HEAD wherever GET is served.
 
     Starlette's own Allow names only the first route whose path matched, but
     FastAPI makes one route per method (GET and DELETE /items are two routes).
     Asking the router about each method also sees into included routers.
+    HeadMiddleware answers HEAD on every GET route.
     """
-    return [
+    served = {
         method
         for method in _METHODS
         if any(
             route.matches({**request.scope, "method": method})[0] is Match.FULL
             for route in request.app.router.routes
         )
-    ]
+    }
+    if "GET" in served:
+        served.add("HEAD")
+    return [method for method in _METHODS if method in served]
 
 
 async def _validation_error(_: Request, exc: Exception) -> Response:

@@ -218,3 +218,35 @@ def replay(messages: list[Message], then: Receive) -> Receive:
         return await then()
 
     return replay_receive
+
+
+class HeadMiddleware:
+    """HEAD on every GET route (RFC 9110 §9.3.2): GET's status and headers, no body.
+
+    FastAPI's routes serve only the methods they name, so HEAD is answered here,
+    once, by running the request as GET and dropping the body. The scope is
+    changed in place rather than copied: the middleware around this one reads
+    the matched route from it, and the server reads the method from it when the
+    answer starts, by which time it says HEAD again.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_without_body(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                scope["method"] = "HEAD"
+            elif message["type"] == "http.response.body":
+                message = {**message, "body": b""}
+            await send(message)
+
+        scope["method"] = "GET"
+        try:
+            await self.app(scope, receive, send_without_body)
+        finally:
+            scope["method"] = "HEAD"

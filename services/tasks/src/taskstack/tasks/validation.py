@@ -4,6 +4,7 @@ PostgreSQL refuses NUL in text and psycopg cannot encode lone surrogates, so
 both are refused here, as a 422 naming the field, before any SQL runs.
 """
 
+import contextlib
 import re
 from datetime import UTC, datetime
 from typing import Annotated
@@ -29,6 +30,25 @@ def _storable(value: str) -> str:
     return value
 
 
+_EXAMPLE = "for example 2026-01-31T09:00:00Z"
+
+
+def _how_to_write(value: str) -> str:
+    """What to send instead of a string that is not a date-time.
+
+    A query string decodes an unencoded + as a space, so a +02:00 offset sent
+    as such arrives as " 02:00": say so when putting the + back would parse.
+    """
+    before, space, after = value.rpartition(" ")
+    with contextlib.suppress(ValueError):
+        if space and datetime.fromisoformat(f"{before}+{after}").tzinfo is not None:
+            return (
+                "must be an ISO 8601 date-time with a UTC offset: its + arrived as a space "
+                "(a query string reads an unencoded + as a space), so send + as %2B, or use Z"
+            )
+    return f"must be an ISO 8601 date-time with a UTC offset, {_EXAMPLE}"
+
+
 def _aware_datetime(value: object) -> datetime:
     """An RFC 3339 / ISO 8601 string with a UTC offset, normalised to UTC.
 
@@ -40,9 +60,9 @@ def _aware_datetime(value: object) -> datetime:
         try:
             parsed = datetime.fromisoformat(value)
         except ValueError:
-            raise ValueError("must be an ISO 8601 date-time with a UTC offset") from None
+            raise ValueError(_how_to_write(value)) from None
     else:
-        raise ValueError("must be an ISO 8601 date-time string with a UTC offset")
+        raise ValueError(f"must be an ISO 8601 date-time string with a UTC offset, {_EXAMPLE}")
     if parsed.tzinfo is None or parsed.utcoffset() is None:
         raise ValueError("must include a UTC offset (for example Z or +02:00)")
     try:

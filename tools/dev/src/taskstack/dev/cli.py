@@ -1,6 +1,7 @@
 """The `taskstack` command: developer tooling, never installed into a service image."""
 
 import argparse
+import os
 import sys
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -17,6 +18,7 @@ from taskstack.common.settings import (
 )
 from taskstack.dev.errors import CliError, first_line
 from taskstack.dev.keys import add_keys_commands
+from taskstack.dev.logs import LOG_FORMATS, LogLines
 from taskstack.dev.services import SERVICES
 from taskstack.dev.up import UpOptions, up
 
@@ -75,6 +77,14 @@ def _parser() -> argparse.ArgumentParser:
         help="services' log level",
     )
     start.add_argument(
+        "--log-format",
+        default="auto",
+        choices=LOG_FORMATS,
+        help="the services' logs as readable lines (pretty) or as their JSON lines (json); "
+        "auto, the default, is pretty at a terminal and json otherwise. NO_COLOR=1 turns "
+        "colour off",
+    )
+    start.add_argument(
         "--reload", action="store_true", help="restart a service when its code changes"
     )
     start.set_defaults(run=_up)
@@ -113,6 +123,12 @@ def _up(args: argparse.Namespace) -> None:
             service_ports={"auth": args.auth_port, "tasks": args.tasks_port},
             database_url=args.database_url,
             log_level=args.log_level,
+            log_lines=LogLines.choose(
+                args.log_format,
+                [service.name for service in SERVICES],
+                stdout=sys.stdout,
+                environ=os.environ,
+            ),
             reload=args.reload,
         )
     )

@@ -18,7 +18,8 @@ from sqlalchemy.engine import URL
 from taskstack.auth.keys import generate_signing_key
 from taskstack.common.migrations import upgrade
 from taskstack.dev.errors import CliError
-from taskstack.dev.gateway import DevGateway
+from taskstack.dev.gateway import SERVER_OPTIONS, DevGateway
+from taskstack.dev.logs import LogLines
 from taskstack.dev.postgres import check_reachable, embedded_postgres
 from taskstack.dev.services import SERVICES, Service
 
@@ -34,6 +35,7 @@ class UpOptions:
     service_ports: dict[str, int]
     database_url: URL | None
     log_level: str
+    log_lines: LogLines
     reload: bool
 
 
@@ -59,6 +61,9 @@ def _database(options: UpOptions) -> Iterator[URL]:
 
 def _check_port_free(port: int) -> None:
     with socket.socket() as probe:
+        # Bind as uvicorn does: connections a stopped stack left in TIME-WAIT do not
+        # hold the port, only a socket still listening on it does.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((HOST, port))
         except OSError as exc:
@@ -120,18 +125,25 @@ async def _serve(options: UpOptions, database: URL) -> None:
             host=HOST,
             port=options.port,
             log_level="warning",
+            **SERVER_OPTIONS,
         )
     )
     gateway_task: asyncio.Task[None] | None = None
     try:
+        deadline = loop.time() + READY_TIMEOUT
+        # One after the other, each ready before the next starts: tasks loads
+        # auth's keys as it starts, and would warn that auth did not answer.
         for service in SERVICES:
             process = await _start_service(service, options, env)
             children[service.name] = process
             assert process.stdout is not None
-            streams.append(asyncio.create_task(_stream(service.name, process.stdout)))
-        await _wait_ready(options, children, stop)
-        if stop.is_set():
-            return
+            streams.append(
+                asyncio.create_task(_stream(service.name, process.stdout, options.log_lines))
+            )
+            port = options.service_ports[service.name]
+            await _wait_ready(service.name, process, port, stop, deadline)
+            if stop.is_set():
+                return
         listener = socket.create_server((HOST, options.port))
         gateway_task = asyncio.create_task(gateway.serve(sockets=[listener]))
         _print_banner(options)
@@ -179,29 +191,31 @@ async def _start_service(
     )
 
 
-async def _stream(name: str, stream: asyncio.StreamReader) -> None:
-    width = max(len(service.name) for service in SERVICES)
+async def _stream(name: str, stream: asyncio.StreamReader, log_lines: LogLines) -> None:
     async for line in stream:
-        sys.stdout.write(f"{name:<{width}} | {line.decode(errors='replace')}")
+        sys.stdout.write(log_lines.format(name, line.decode(errors="replace").rstrip("\r\n")))
+        sys.stdout.write("\n")
         sys.stdout.flush()
 
 
 async def _wait_ready(
-    options: UpOptions, children: dict[str, asyncio.subprocess.Process], stop: asyncio.Event
+    name: str,
+    process: asyncio.subprocess.Process,
+    port: int,
+    stop: asyncio.Event,
+    deadline: float,
 ) -> None:
-    deadline = asyncio.get_running_loop().time() + READY_TIMEOUT
-    async with httpx.AsyncClient(timeout=2.0) as client:
-        for name, process in children.items():
-            url = f"http://{HOST}:{options.service_ports[name]}/readyz"
-            while not stop.is_set():
-                if process.returncode is not None:
-                    raise CliError(f"the {name} service exited with status {process.returncode}")
-                with contextlib.suppress(httpx.HTTPError):
-                    if (await client.get(url)).status_code == 200:
-                        break
-                if asyncio.get_running_loop().time() > deadline:
-                    raise CliError(f"the {name} service was not ready within {READY_TIMEOUT:g} s")
-                await asyncio.sleep(0.2)
+    url = f"http://{HOST}:{port}/readyz"
+    async with httpx.AsyncClient(timeout=2.0, trust_env=False) as client:
+        while not stop.is_set():
+            if process.returncode is not None:
+                raise CliError(f"the {name} service exited with status {process.returncode}")
+            with contextlib.suppress(httpx.HTTPError):
+                if (await client.get(url)).status_code == 200:
+                    return
+            if asyncio.get_running_loop().time() > deadline:
+                raise CliError(f"the {name} service was not ready within {READY_TIMEOUT:g} s")
+            await asyncio.sleep(0.2)
 
 
 async def _stop_all(children: dict[str, asyncio.subprocess.Process]) -> None:
