@@ -4,13 +4,13 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from taskstack.bench.processes import free_port, poll_ready
+from taskstack.dev.services import uvicorn_command
 
 
 @dataclass
@@ -30,19 +30,12 @@ def start_service(factory: str, env: dict[str, str], *, port: int | None = None)
         log_path = Path(log.name)
     with log_path.open("wb") as output:
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "--factory",
+            uvicorn_command(
                 factory,
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--timeout-graceful-shutdown",
-                "10",
-            ],
+                host="127.0.0.1",
+                port=port,
+                options=["--timeout-graceful-shutdown", "10"],
+            ),
             env={**os.environ, **env},
             stdout=output,
             stderr=subprocess.STDOUT,

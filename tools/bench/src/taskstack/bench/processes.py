@@ -5,7 +5,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import httpx
 
 from taskstack.dev.errors import CliError
+from taskstack.dev.services import uvicorn_command
 
 HOST = "127.0.0.1"
 SERVER_CPU = 0
@@ -118,25 +118,9 @@ def launch(name: str, factory: str, env: dict[str, str], log_dir: Path) -> Serve
     CPUs it will run on (as in a pod with a CPU limit), whatever it sizes by them.
     """
     port = free_port()
-    command = [
-        "taskset",
-        "-c",
-        str(SERVER_CPU),
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "--factory",
-        factory,
-        "--host",
-        HOST,
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-        "--no-access-log",
-        "--log-level",
-        "warning",
-    ]
+    options = ["--workers", "1", "--no-access-log", "--log-level", "warning"]
+    service = uvicorn_command(factory, host=HOST, port=port, options=options)
+    command = ["taskset", "-c", str(SERVER_CPU), *service]
     log_path = log_dir / f"{name}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments

@@ -1,5 +1,7 @@
 """The services that make up taskstack, as the developer tools start and route them."""
 
+import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from taskstack.auth.migrate import HISTORY as AUTH_HISTORY
@@ -23,3 +25,12 @@ SERVICES = (
     Service("auth", "taskstack.auth.main:create_app", ("/v1/auth", "/.well-known"), AUTH_HISTORY),
     Service("tasks", "taskstack.tasks.main:create_app", ("/v1/tasks",), TASKS_HISTORY),
 )
+
+
+def uvicorn_command(
+    factory: str, *, host: str, port: int, options: Sequence[str] = ()
+) -> list[str]:
+    """The command that runs one service's app in a uvicorn process of its own, with this
+    interpreter (the developer's environment, where every service is installed)."""
+    command = [sys.executable, "-m", "uvicorn", "--factory", factory]
+    return [*command, "--host", host, "--port", str(port), *options]

@@ -21,7 +21,7 @@ from taskstack.dev.errors import CliError
 from taskstack.dev.gateway import SERVER_OPTIONS, DevGateway
 from taskstack.dev.logs import LogLines
 from taskstack.dev.postgres import check_reachable, embedded_postgres
-from taskstack.dev.services import SERVICES, Service
+from taskstack.dev.services import SERVICES, Service, uvicorn_command
 
 HOST = "127.0.0.1"
 READY_TIMEOUT = 60.0
@@ -166,17 +166,7 @@ async def _serve(options: UpOptions, database: URL) -> None:
 async def _start_service(
     service: Service, options: UpOptions, env: dict[str, str]
 ) -> asyncio.subprocess.Process:
-    command = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "--factory",
-        service.factory,
-        "--host",
-        HOST,
-        "--port",
-        str(options.service_ports[service.name]),
-    ]
+    command = uvicorn_command(service.factory, host=HOST, port=options.service_ports[service.name])
     if options.reload:
         command += ["--reload", "--reload-dir", str(Path.cwd())]
     return await asyncio.create_subprocess_exec(
