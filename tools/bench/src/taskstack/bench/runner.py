@@ -11,7 +11,7 @@ from pathlib import Path
 from sqlalchemy.engine import URL
 
 from taskstack.auth.keys import generate_signing_key
-from taskstack.bench import micro, signins, workload, wrk
+from taskstack.bench import fidelity, micro, signins, workload, wrk
 from taskstack.bench.database import libpq, postgres_server, scratch_database
 from taskstack.bench.environment import (
     AUDIENCE,
@@ -29,8 +29,8 @@ from taskstack.bench.signins import SHED
 from taskstack.bench.workload import Tokens
 
 SCENARIOS = (
-    "livez", "list", "list-2k", "deep", "floor", "filtered", "get", "create", "patch", "login",
-    "storm",
+    "livez", "list", "floor-list", "list-2k", "deep", "filtered", "get", "floor-get", "create",
+    "floor-create", "patch", "floor-patch", "login", "storm",
 )  # fmt: skip
 SMALL_USERS, SMALL_TASKS = 20, 2000
 LOGIN_CONNECTIONS = 4
@@ -93,7 +93,8 @@ def bench(options: BenchOptions) -> Report:
         keys = work / "keys"
         generate_signing_key(keys, development=True)
         env = service_env(options.bcrypt_cost, keys)
-        servers = _start_servers(stack, work, env, main_db, small_db, "floor" in options.only)
+        floor = not fidelity.FLOORS.keys().isdisjoint(options.only)
+        servers = _start_servers(stack, work, env, main_db, small_db, floor)
         run = _Run(options, report, work, servers, Tokens(keys, issuer=ISSUER, audience=AUDIENCE))
         run.all(data, small, main_db)
         for name, process in servers.items():
@@ -168,7 +169,6 @@ class _Run:
                 "tasks",
                 lambda: workload.deep_pages(database, data, tokens, CURSOR_SECRET.encode()),
             ),
-            "floor": ("raw ASGI + psycopg first page", "floor", lambda: workload.floor_pages(data)),
             "filtered": (
                 "GET /v1/tasks?completed&tag",
                 "tasks",
@@ -186,11 +186,27 @@ class _Run:
                 lambda: workload.patches(samples[1::2], tokens),
             ),
         }
+        built: dict[str, list[wrk.Request]] = {}
+
+        def requests(name: str) -> list[wrk.Request]:
+            # Built once: a floor takes the very requests of the scenario it answers for.
+            if name not in built:
+                built[name] = builders[name][2]()
+            return built[name]
+
+        def on_floor(of: str) -> Callable[[], list[wrk.Request]]:
+            return lambda: workload.on_floor(requests(of), tokens)
+
+        for floor, of in fidelity.FLOORS.items():
+            builders[floor] = (f"{builders[of][0]}, the floor", "floor", on_floor(of))
         loads = [
-            (name, title, server, build())
-            for name, (title, server, build) in builders.items()
-            if name in only
+            (name, builders[name][0], builders[name][1], requests(name))
+            for name in SCENARIOS
+            if name in only and name in builders
         ]
+        for floor, of in fidelity.FLOORS.items():
+            if floor in only:
+                self.check_floor(floor, requests(of), requests(floor))
         if loads:
             self.measure_together(loads, self.options.connections)
         if "login" in only:
@@ -198,6 +214,20 @@ class _Run:
             self.measure("login", "POST /v1/auth/token password", "auth", logins, LOGIN_CONNECTIONS)
         if "storm" in only:
             self.storm(data)
+
+    def check_floor(
+        self, name: str, service_requests: list[wrk.Request], floor_requests: list[wrk.Request]
+    ) -> None:
+        """The floor must answer as the service does, or its figures mean nothing."""
+        problem = fidelity.check(
+            name,
+            self.servers["tasks"].url,
+            service_requests,
+            self.servers["floor"].url,
+            floor_requests,
+        )
+        if problem is not None:
+            self.report.failures.append(problem)
 
     def measure(
         self, name: str, title: str, server_name: str, requests: list[wrk.Request], conns: int

@@ -5,6 +5,7 @@ publishes in its JWKS), deep-page cursors with the tasks service's cursor
 secret: both exactly as the services make them, without a request each.
 """
 
+import dataclasses
 import json
 import random
 import uuid
@@ -36,13 +37,19 @@ class Tokens:
         self._issuer = issuer
         self._audience = audience
         self._tokens: dict[uuid.UUID, str] = {}
+        self._owners: dict[str, uuid.UUID] = {}
 
     def headers(self, user: uuid.UUID, **extra: str) -> dict[str, str]:
         if user not in self._tokens:
             self._tokens[user] = self._keys.issue_access_token(
                 user, issuer=self._issuer, audience=self._audience, lifetime=TOKEN_SECONDS
             )
+            self._owners[self._tokens[user]] = user
         return {"Authorization": f"Bearer {self._tokens[user]}", **extra}
+
+    def owner(self, authorization: str) -> uuid.UUID:
+        """The user a header made by ``headers`` speaks for."""
+        return self._owners[authorization.removeprefix("Bearer ")]
 
 
 def livez() -> list[Request]:
@@ -53,8 +60,14 @@ def first_pages(data: DataSet, tokens: Tokens) -> list[Request]:
     return [Request("GET", "/v1/tasks", tokens.headers(u.id)) for u in data.users[:MAX_REQUESTS]]
 
 
-def floor_pages(data: DataSet) -> list[Request]:
-    return [Request("GET", "/v1/tasks", {"x-owner": str(u.id)}) for u in data.users[:MAX_REQUESTS]]
+def on_floor(requests: Sequence[Request], tokens: Tokens) -> list[Request]:
+    """The same requests as the floor takes them: the caller's id in x-owner, no token."""
+    floor = []
+    for request in requests:
+        headers = dict(request.headers)
+        owner = tokens.owner(headers.pop("Authorization"))
+        floor.append(dataclasses.replace(request, headers={"x-owner": str(owner), **headers}))
+    return floor
 
 
 def filtered_pages(data: DataSet, tokens: Tokens) -> list[Request]:
