@@ -37,11 +37,10 @@ TASKSTACK = str(Path(sys.executable).with_name("taskstack"))
 STORM = ("storm-login", "storm-jwks", "storm-refresh", "quiet-jwks", "quiet-refresh")
 
 
-def test_smoke_run_measures_every_scenario_without_errors(
-    postgres: PostgresServer, tmp_path: Path
-) -> None:
+def _smoke(
+    postgres: PostgresServer, output: Path, *options: str
+) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
     require("wrk")
-    output = tmp_path / "bench.json"
     result = subprocess.run(
         [
             TASKSTACK,
@@ -51,14 +50,20 @@ def test_smoke_run_measures_every_scenario_without_errors(
             postgres.libpq(postgres.url),
             "--output",
             str(output),
+            *options,
         ],
         capture_output=True,
         text=True,
         timeout=240,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result, json.loads(output.read_text())
 
-    report = json.loads(output.read_text())
+
+def test_smoke_run_measures_every_scenario_without_errors(
+    postgres: PostgresServer, tmp_path: Path
+) -> None:
+    result, report = _smoke(postgres, tmp_path / "bench.json")
     expected = [name for name in SCENARIOS if name != "storm"] + list(STORM)
     assert list(report["scenarios"]) == expected
     for name, scenario in report["scenarios"].items():
@@ -86,6 +91,30 @@ def test_smoke_run_measures_every_scenario_without_errors(
     for name in expected:
         assert any(line.startswith(f"{name} ") for line in lines), name
     assert any(line.strip().startswith(("PASS", "MISS")) for line in lines)
+
+
+def test_smoke_run_of_the_writes_reads_and_their_floors_alone(
+    postgres: PostgresServer, tmp_path: Path
+) -> None:
+    """No /livez, no second database: the floors are still measured, checked and compared."""
+    selected = ["list", "get", "create", "patch", *FLOORS]
+    result, report = _smoke(postgres, tmp_path / "bench.json", "--only", ",".join(selected))
+
+    assert set(report["scenarios"]) == set(selected)
+    assert all(s["errors"] == 0 and s["requests"] > 0 for s in report["scenarios"].values())
+    assert report["failures"] == []
+    assert set(report["rss_mb"]) == {"auth", "tasks", "floor"}
+    assert {target["name"] for target in report["targets"]} == {
+        "list first page vs floor-list",
+        "list first page p99",
+        "get one task vs floor-get",
+        "create vs floor-create",
+        "patch vs floor-patch",
+        "errors, every scenario",
+        "auth RSS after the run",
+        "tasks RSS after the run",
+    }
+    assert "floors vs /livez" not in result.stdout
 
 
 def test_bench_refuses_an_unknown_scenario() -> None:

@@ -24,10 +24,12 @@ def add_bench_command(commands: "argparse._SubParsersAction[Any]") -> None:
     parser = commands.add_parser(
         "bench",
         help="load-test both services with wrk and print the table and the targets",
-        description="Seed a fresh database, run auth, tasks and a raw ASGI floor as one "
-        "uvicorn worker each on CPU 0, load them with wrk on CPU 1, print requests/s, "
-        "latency, CPU per request, RSS and the ratios, and write them as JSON. Any "
-        "non-2xx answer or socket error fails the run (exit status 1).",
+        description="Seed a fresh database, run auth, tasks and the floor (the tasks "
+        "requests on tuned psycopg, no framework) as one uvicorn worker each on CPU 0, "
+        "check that the floor answers as the service does, load them with wrk on CPU 1, "
+        "print requests/s, latency, CPU per request, RSS and the ratios, and write them "
+        "as JSON. Any non-2xx answer, socket error or difference between the floor's "
+        "answers and the service's fails the run (exit status 1).",
     )
     parser.add_argument(
         "--database-url",
