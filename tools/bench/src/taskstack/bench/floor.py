@@ -65,8 +65,6 @@ _CREATE_DEFAULTS: dict[str, Any] = {
 _TASK_PATH = API_PREFIX + "/"
 _JSON = (b"content-type", b"application/json")
 _PROBLEM = (b"content-type", b"application/problem+json")
-
-
 # What PostgreSQL says of values the service would have refused before any SQL ran.
 _REFUSED = (psycopg.DataError, psycopg.IntegrityError, psycopg.ProgrammingError)
 
@@ -84,11 +82,14 @@ def first_page_sql() -> tuple[str, dict[str, Any], str]:
 
 
 def _is_utc(zone: tzinfo) -> bool:
+    """UTC all year round (the same offset, zero, in winter and in summer)."""
     year = datetime.now(UTC).year
     return all(zone.utcoffset(datetime(year, month, 1)) == timedelta(0) for month in (1, 7))
 
 
 class Floor:
+    """The ASGI app: the four requests, and /livez and /readyz for the start-up wait."""
+
     def __init__(self, database_url: str, pool_size: int, cursor_secret: bytes):
         self.database_url = database_url
         self.pool_size = pool_size
