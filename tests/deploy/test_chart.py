@@ -99,6 +99,15 @@ def test_custom_resources_have_their_required_shape(rendering: Rendering) -> Non
         {"database": {"transactionPooler": "yes"}},
         {"auth": {"autoscaling": {"targetCPUUtilizationPercentage": 150}}},
         {"securityContext": {"readOnlyRootFileSystem": True}},
+        {"server": {"admissionLimit": 0}},
+        {"server": {"admissionQueueLimit": -1}},
+        {"server": {"admissionQueueTimeoutSeconds": -0.5}},
+        {"server": {"retryAfterSeconds": 31}},
+        {"server": {"maxConnections": 0}},
+        {"server": {"keepAliveSeconds": 0}},
+        {"server": {"admissionLimt": 8}},
+        {"tasks": {"server": {"admissionLimit": 0}}},
+        {"tasks": {"autoscaling": {"targetRequestsInProgress": 0}}},
     ],
 )
 def test_schema_rejects_typos_and_bad_values(values: dict[str, Any]) -> None:
@@ -144,6 +153,7 @@ def test_both_services_share_one_definition_of_each_common_setting() -> None:
         "nodeSelector",
         "tolerations",
         "affinity",
+        "server",
     } <= common
     for key in common:
         assert auth[key] == tasks[key] == {"$ref": auth[key].get("$ref")}, key
@@ -160,6 +170,7 @@ def test_both_services_share_one_definition_of_each_common_setting() -> None:
         ("autoscaling", {"minReplicas": 3}, "minReplica"),
         ("resources", {"limits": {"cpu": "2"}}, "limit"),
         ("podDisruptionBudget", {"maxUnavailable": "50%"}, "maxUnavailble"),
+        ("server", {"admissionLimit": 16}, "admissionLimt"),
     ],
 )
 def test_schema_rejects_unknown_keys_inside_shared_definitions(
@@ -316,8 +327,12 @@ def test_autoscalers_and_budgets_target_what_exists(rendering: Rendering) -> Non
         assert hpa["apiVersion"] == "autoscaling/v2"
         target = hpa["spec"]["scaleTargetRef"]
         assert target["kind"] == "Deployment" and target["name"] in deployments
-        resources = {m["resource"]["name"] for m in hpa["spec"]["metrics"]}
+        metrics = hpa["spec"]["metrics"]
+        resources = {m["resource"]["name"] for m in metrics if m["type"] == "Resource"}
         assert "cpu" in resources and resources <= {"cpu", "memory"}
+        pods = [m["pods"]["metric"]["name"] for m in metrics if m["type"] == "Pods"]
+        assert pods in ([], ["taskstack_http_requests_in_progress"])
+        assert len(metrics) == len(resources) + len(pods)
         assert hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
         scaled.add(target["name"])
     for name, deployment in deployments.items():
@@ -336,6 +351,47 @@ def test_autoscaling_can_include_memory() -> None:
     (values,) = [p for p in CI_VALUES if p.stem == "production-ingress-values"]
     hpa = chart.render_file(values).named("HorizontalPodAutoscaler", "taskstack-auth")
     assert {m["resource"]["name"] for m in hpa["spec"]["metrics"]} == {"cpu", "memory"}
+
+
+def test_autoscaling_on_requests_in_progress_only_when_set() -> None:
+    def pods_metrics(rendering: Rendering, service: str) -> list[dict[str, Any]]:
+        hpa = rendering.named("HorizontalPodAutoscaler", chart.service_name(service))
+        return [m["pods"] for m in hpa["spec"]["metrics"] if m["type"] == "Pods"]
+
+    for service in SERVICES:
+        assert pods_metrics(chart.render_file(None), service) == []
+    (values,) = [p for p in CI_VALUES if p.stem == "monitoring-values"]
+    rendering = chart.render_file(values)
+    assert pods_metrics(rendering, "auth") == []
+    assert pods_metrics(rendering, "tasks") == [
+        {
+            "metric": {"name": "taskstack_http_requests_in_progress"},
+            "target": {"type": "AverageValue", "averageValue": "16"},
+        }
+    ]
+    # The target is a quantity: a fraction of a request stays exact.
+    fraction = chart.render({"auth": {"autoscaling": {"targetRequestsInProgress": 2.5}}})
+    assert pods_metrics(fraction, "auth")[0]["target"]["averageValue"] == "2.5"
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"tasks": {"autoscaling": {"targetRequestsInProgress": 32}}},
+        {
+            "auth": {
+                "server": {"admissionLimit": 8},
+                "autoscaling": {"targetRequestsInProgress": 10},
+            }
+        },
+    ],
+)
+def test_a_requests_in_progress_target_must_be_below_the_admission_limit(
+    values: dict[str, Any],
+) -> None:
+    # Admission bounds the requests in progress: a target at or above it is never reached.
+    with pytest.raises(helm_python.HelmError, match="must be below the admission limit"):
+        chart.render(values)
 
 
 def test_service_accounts_mount_no_token(rendering: Rendering) -> None:
@@ -442,6 +498,55 @@ def test_configuration_reaches_each_service(rendering: Rendering) -> None:
         else:
             assert "TASKS_CURSOR_SECRET" in env
             assert config["JWKS_URL"].endswith("/.well-known/jwks.json")
+
+
+SERVER_ENV = {
+    "ADMISSION_LIMIT": "32",
+    "ADMISSION_QUEUE_LIMIT": "32",
+    "ADMISSION_QUEUE_TIMEOUT_SECONDS": "0.01",
+    "ADMISSION_RETRY_AFTER_SECONDS": "1",
+    "UVICORN_LIMIT_CONCURRENCY": "1024",
+    "UVICORN_BACKLOG": "2048",
+    "UVICORN_TIMEOUT_KEEP_ALIVE": "65",
+}
+
+
+def test_server_settings_reach_each_service_and_not_the_migrations() -> None:
+    rendering = chart.render_file(None)
+    for service in SERVICES:
+        config = rendering.named("ConfigMap", chart.service_name(service))["data"]
+        assert {k: config[k] for k in SERVER_ENV} == SERVER_ENV
+        job = rendering.named("Job", f"{chart.service_name(service)}-migrate")
+        (container,) = job["spec"]["template"]["spec"]["containers"]
+        names = {e["name"] for e in container["env"]}
+        assert "DATABASE_URL" in names and not names & SERVER_ENV.keys()
+
+
+def test_a_service_overrides_server_settings_key_by_key() -> None:
+    rendering = chart.render(
+        {
+            "server": {"admissionQueueTimeoutSeconds": 0.25, "keepAliveSeconds": 620},
+            "auth": {"server": {"admissionLimit": 8, "admissionQueueLimit": 0}},
+        }
+    )
+    auth = rendering.named("ConfigMap", "taskstack-auth")["data"]
+    tasks = rendering.named("ConfigMap", "taskstack-tasks")["data"]
+    assert auth["ADMISSION_LIMIT"] == "8" and tasks["ADMISSION_LIMIT"] == "32"
+    assert auth["ADMISSION_QUEUE_LIMIT"] == "0"  # a 0 of the service's own is kept
+    assert tasks["ADMISSION_QUEUE_LIMIT"] == "32"
+    for config in (auth, tasks):
+        assert config["ADMISSION_QUEUE_TIMEOUT_SECONDS"] == "0.25"
+        assert config["UVICORN_TIMEOUT_KEEP_ALIVE"] == "620"
+        assert config["UVICORN_LIMIT_CONCURRENCY"] == "1024"
+
+
+def test_keep_alive_outlasts_the_ingress_idle_timeout() -> None:
+    """ingress-nginx keeps idle upstream connections 60 s (upstream-keepalive-timeout): the
+    services must not close one first, or the request nginx sends on it fails with a 502."""
+    for path in VALUE_FILES:
+        for config in chart.render_file(path).of_kind("ConfigMap"):
+            if "UVICORN_TIMEOUT_KEEP_ALIVE" in config["data"]:
+                assert int(config["data"]["UVICORN_TIMEOUT_KEEP_ALIVE"]) > 60
 
 
 def test_trace_export_targets_the_otlp_http_port() -> None:

@@ -184,9 +184,23 @@ Argument: (list $root name key).
 {{- end }}
 
 {{/*
+One service's server settings as JSON: the shared `server` block with the
+service's own `server` keys over it, key by key (Helm's merge would let a
+shared value replace a service's 0).
+Argument: service context.
+*/}}
+{{- define "taskstack.server" -}}
+{{- $server := deepCopy (.root.Values.server | default dict) }}
+{{- range $key, $value := (index .root.Values .name).server | default dict }}
+{{- $_ := set $server $key $value }}
+{{- end }}
+{{- $server | toJson }}
+{{- end }}
+
+{{/*
 The plain configuration of one service, as a YAML map NAME: "value"; the
 ConfigMap holds it and the migration Job (which runs before the ConfigMap
-exists) takes it inline, without the service's keys and JWKS settings.
+exists) takes it inline, without the service's keys, JWKS and server settings.
 Argument: service context, plus "migrate" true for the Job.
 */}}
 {{- define "taskstack.config" -}}
@@ -216,6 +230,17 @@ DATABASE_TRANSACTION_POOLER: {{ $v.database.transactionPooler | quote }}
 {{- if $v.telemetry.otlpEndpoint }}
 OTEL_EXPORTER_OTLP_ENDPOINT: {{ $v.telemetry.otlpEndpoint | quote }}
 OTEL_SERVICE_NAME: {{ printf "taskstack-%s" .name | quote }}
+{{- end }}
+{{- if not .migrate }}
+{{- /* uvicorn reads UVICORN_*; the migration Jobs run no server */}}
+{{- $server := include "taskstack.server" . | fromJson }}
+ADMISSION_LIMIT: {{ $server.admissionLimit | int64 | toString | quote }}
+ADMISSION_QUEUE_LIMIT: {{ $server.admissionQueueLimit | int64 | toString | quote }}
+ADMISSION_QUEUE_TIMEOUT_SECONDS: {{ $server.admissionQueueTimeoutSeconds | toString | quote }}
+ADMISSION_RETRY_AFTER_SECONDS: {{ $server.retryAfterSeconds | int64 | toString | quote }}
+UVICORN_LIMIT_CONCURRENCY: {{ $server.maxConnections | int64 | toString | quote }}
+UVICORN_BACKLOG: {{ $server.backlog | int64 | toString | quote }}
+UVICORN_TIMEOUT_KEEP_ALIVE: {{ $server.keepAliveSeconds | int64 | toString | quote }}
 {{- end }}
 {{- if .migrate }}
 {{- /* migrations need the database only: no keys, no JWKS */}}
