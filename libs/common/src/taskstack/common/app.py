@@ -11,6 +11,7 @@ from fastapi.routing import APIRoute
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
+from taskstack.common.admission import Admission
 from taskstack.common.db import Database
 from taskstack.common.docs import install_docs
 from taskstack.common.errors import (
@@ -88,6 +89,8 @@ def create_service_app(
     )
     app.state.service = name
     app.state.database = database
+    admission = Admission.from_settings(name, settings)
+    app.state.admission = admission
     install_error_handlers(app)
     install_docs(app, public_prefix)
     checks = {"database": database.ping, **(readiness_checks or {})}
@@ -133,6 +136,8 @@ def create_service_app(
             ],
             max_age=600,
         )
+    # Outermost: a refusal costs no request id, no body and no routing.
+    app.add_middleware(admission.wrap)
     if provider := tracer_provider(name, version):
         instrument_app(app, database, provider)
     return app

@@ -51,6 +51,32 @@ DB_TRANSIENT_RETRIES = Counter(
     "Requests replayed after a transient database error.",
     ["service"],
 )
+# From half a millisecond to the longest queue deadline worth setting.
+ADMISSION_WAIT_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05)
+ADMISSION_ADMITTED = Counter(
+    "taskstack_admission_admitted",
+    "API requests admitted to work (health and /metrics are never counted).",
+    ["service"],
+)
+ADMISSION_REFUSED = Counter(
+    "taskstack_admission_refused",
+    "API requests refused with a 503 before any work: queue_full, queue_timeout, connection_limit.",
+    ["service", "reason"],
+)
+ADMISSION_QUEUE_WAIT = Histogram(
+    "taskstack_admission_queue_wait_seconds",
+    "Time an admitted request waited in the admission queue (those that waited).",
+    ["service"],
+    buckets=ADMISSION_WAIT_BUCKETS,
+)
+ADMISSION_LIMIT = Gauge(
+    "taskstack_admission_limit", "API requests a process works on at once.", ["service"]
+)
+ADMISSION_RETRY_AFTER = Gauge(
+    "taskstack_admission_retry_after_seconds",
+    "The Retry-After that refusals carry now.",
+    ["service"],
+)
 TOKEN_VERIFICATION_FAILURES = Counter(
     "taskstack_token_verification_failures",
     "Access tokens refused, by reason.",

@@ -74,6 +74,14 @@ class ServiceSettings(BaseSettings):
     # An entry is about 1 KB.
     token_cache_size: int = Field(default=10_000, ge=0, le=1_000_000)
 
+    # Admission (common/admission.py): API requests one process works on at
+    # once, how many may wait for a place and for how long, and the least
+    # Retry-After a refusal carries (it grows while refusals outnumber admissions).
+    admission_limit: int = Field(default=32, ge=1, le=10_000)
+    admission_queue_limit: int = Field(default=32, ge=0)
+    admission_queue_timeout_seconds: float = Field(default=0.01, ge=0, le=10)
+    admission_retry_after_seconds: int = Field(default=1, ge=1, le=30)
+
     readiness_timeout: float = Field(default=2.0, gt=0, le=30)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     cors_allowed_origins: Annotated[list[str], NoDecode] = []
