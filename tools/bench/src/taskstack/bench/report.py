@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from taskstack.bench.overloaded import Overload, table_lines
 from taskstack.bench.processes import SERVER_CPU
 from taskstack.bench.wrk import WrkResult
 
@@ -73,6 +74,7 @@ class Report:
     token_verify_us: dict[str, float] = field(default_factory=dict)
     probe: Probe | None = None
     failures: list[str] = field(default_factory=list)
+    overload: dict[str, Overload] = field(default_factory=dict)
 
     def add(self, scenario: Scenario) -> None:
         self.scenarios[scenario.name] = scenario
@@ -129,6 +131,8 @@ class Report:
                     shed is not None and shed < 100,
                 )
             )
+        for overload in self.overload.values():
+            targets.extend(Target(*target) for target in overload.targets())
         for service in ("auth", "tasks"):
             if service in self.rss_mb:
                 rss = self.rss_mb[service]
@@ -200,6 +204,8 @@ class Report:
         if self.probe is not None:
             counts = ", ".join(f"{n} x {s}" for s, n in sorted(self.probe.statuses.items()))
             lines.append(f"sign-in probe during the storm: {counts or 'no answers'}")
+        if self.overload:
+            lines.extend(["", *table_lines(self.overload)])
         lines.append("")
         lines.append("targets:")
         for t in self.targets():
@@ -259,6 +265,7 @@ class Report:
                 "statuses": {str(k): v for k, v in sorted(self.probe.statuses.items())},
                 "shed_p99_ms": self.probe.shed_p99_ms(),
             },
+            "overload": {name: o.as_json() for name, o in self.overload.items()},
             "targets": [t.__dict__ for t in self.targets()],
         }
 
