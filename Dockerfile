@@ -75,11 +75,21 @@ LABEL org.opencontainers.image.title="taskstack-${SERVICE}" \
 # FORWARDED_ALLOW_IPS itself: the addresses (CIDRs allowed) whose
 # X-Forwarded-For it trusts under --proxy-headers; the chart sets the
 # ingress controller's range.
+#
+# uvicorn reads UVICORN_* as its options: these are SERVER_OPTIONS of
+# tools/dev/src/taskstack/dev/services.py (tests/docs holds the two equal). A
+# bound on open connections, answered past it with a problem+json 503; a
+# backlog for a burst of connects; keep-alive above a load balancer's 60 s
+# idle timeout, so the server never closes a connection the proxy reuses.
 ENV PATH=/app/.venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     FORWARDED_ALLOW_IPS=127.0.0.1 \
-    UVICORN_APP=taskstack.${SERVICE}.main:create_app
+    UVICORN_APP=taskstack.${SERVICE}.main:create_app \
+    UVICORN_HTTP=taskstack.common.connections:LimitedConnections \
+    UVICORN_LIMIT_CONCURRENCY=1024 \
+    UVICORN_BACKLOG=2048 \
+    UVICORN_TIMEOUT_KEEP_ALIVE=65
 WORKDIR /app
 COPY --from=build /app/.venv /app/.venv
 USER 10001:10001

@@ -73,3 +73,48 @@ def test_a_full_hasher_refuses_sign_ins_at_the_gate_and_lets_refreshes_through(
         assert overloaded_count(client) > overloaded_before
         # With the place free again, the next sign-in goes through.
         assert login(client, "gate@example.com").status_code == 200
+
+
+def test_paused_refusals_hold_no_admission_place(
+    migrated_database: URL, database_url: URL, keys_dir: Path
+) -> None:
+    # Two admission places, no queue: one for the sign-in that is hashing, one for
+    # everything else. A refused sign-in that kept its place through its pause
+    # would leave none, and the requests below would be refused.
+    pause = 1.0
+    settings = auth_settings(
+        migrated_database,
+        keys_dir,
+        auth_bcrypt_cost=13,
+        auth_hash_concurrency=1,
+        auth_hash_queue_limit=0,
+        auth_overload_pause_seconds=pause,
+        admission_limit=2,
+        admission_queue_limit=0,
+    )
+    with (
+        serve(create_app(settings)) as base_url,
+        httpx.Client(base_url=base_url, timeout=30) as client,
+    ):
+        assert register(client, "paused@example.com").status_code == 201
+        answers: list[int] = []
+
+        def sign_in() -> None:
+            with httpx.Client(base_url=base_url, timeout=30) as own:
+                answers.append(login(own, "paused@example.com").status_code)
+
+        holding = threading.Thread(target=sign_in)
+        holding.start()
+        time.sleep(0.25)  # the holder is hashing now
+        refused = [threading.Thread(target=sign_in) for _ in range(4)]
+        for thread in refused:
+            thread.start()
+        time.sleep(0.2)  # every one of them is in its pause (0.5 s at the least)
+        for _ in range(3):
+            started = time.perf_counter()
+            jwks = client.get("/.well-known/jwks.json")
+            assert jwks.status_code == 200, jwks.text
+            assert time.perf_counter() - started < 0.3 * pause
+        for thread in [holding, *refused]:
+            thread.join(30)
+        assert sorted(answers) == [200, 503, 503, 503, 503]

@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from taskstack.dev.services import SERVER_OPTIONS
 from tests.deploy import chart, dockerfile
 from tests.deploy.conftest import (
     DOCKERFILE,
@@ -163,6 +164,19 @@ def test_image_shape(service: str) -> None:
     assert labels["org.opencontainers.image.title"] == package
     released = dockerfile.parse(DOCKERFILE, {"SERVICE": service, "VERSION": "9.9.9"})
     assert released.final.labels()["org.opencontainers.image.version"] == "9.9.9"
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_the_image_serves_with_the_server_options_of_every_other_launch(service: str) -> None:
+    """uvicorn reads UVICORN_<OPTION> for --<option>: the image's are SERVER_OPTIONS."""
+    env = dockerfile_of(service).final.env()
+    wanted = dict(zip(SERVER_OPTIONS[::2], SERVER_OPTIONS[1::2], strict=True))
+    from_env = {
+        "--" + name.removeprefix("UVICORN_").lower().replace("_", "-"): value
+        for name, value in env.items()
+        if name.startswith("UVICORN_") and name != "UVICORN_APP"
+    }
+    assert from_env == wanted
 
 
 @pytest.mark.parametrize("service", SERVICES)

@@ -10,12 +10,13 @@ from pydantic_settings import BaseSettings
 
 from taskstack.auth.config import AuthSettings
 from taskstack.common.settings import ServiceSettings
+from taskstack.dev.services import SERVER_OPTIONS
 from taskstack.tasks.config import TasksSettings
 
 PAGE = Path(__file__).parents[2] / "docs" / "configuration.md"
 SETTINGS: list[type[BaseSettings]] = [ServiceSettings, AuthSettings, TasksSettings]
 # Documented on the page but read by something other than the settings classes:
-# uvicorn (FORWARDED_ALLOW_IPS), the test suite, the OpenTelemetry SDK.
+# uvicorn (FORWARDED_ALLOW_IPS, UVICORN_*), the test suite, the OpenTelemetry SDK.
 READ_ELSEWHERE = {"FORWARDED_ALLOW_IPS", "TEST_DATABASE_URL"}
 
 _ROW = re.compile(r"^\| `(?P<variable>[A-Z][A-Z0-9_]*)` \| (?P<default>[^|]*) \|", re.MULTILINE)
@@ -66,6 +67,18 @@ def test_every_documented_setting_exists() -> None:
         for variable in documented_defaults()
         if variable not in fields
         and variable not in READ_ELSEWHERE
-        and not variable.startswith("OTEL_")
+        and not variable.startswith(("OTEL_", "UVICORN_"))
     }
     assert not stale, f"docs/configuration.md documents variables nothing reads: {stale}"
+
+
+def test_the_uvicorn_rows_are_the_server_options() -> None:
+    """Each `UVICORN_<OPTION>` row holds what SERVER_OPTIONS passes as --<option>."""
+    documented = {
+        variable: _CODE_SPAN.search(default)
+        for variable, default in documented_defaults().items()
+        if variable.startswith("UVICORN_")
+    }
+    options = dict(zip(SERVER_OPTIONS[::2], SERVER_OPTIONS[1::2], strict=True))
+    wanted = {"UVICORN_" + option[2:].upper().replace("-", "_"): v for option, v in options.items()}
+    assert {variable: span and span[1] for variable, span in documented.items()} == wanted

@@ -44,6 +44,10 @@ def tasks_settings(database: URL, jwks_url: str, **overrides: object) -> TasksSe
             "database_url": database.render_as_string(hide_password=False),
             "jwks_url": jwks_url,
             "access_log": False,
+            # Bursts here (fifty at once) test what the API does with each request;
+            # a process would shed part of them within 10 ms. Admission has tests of
+            # its own (tests/common/test_admission.py).
+            "admission_queue_timeout_seconds": 10,
             **overrides,
         }
     )

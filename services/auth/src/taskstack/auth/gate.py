@@ -7,7 +7,9 @@ small. Here a refusal costs a fraction of what it costs through routing,
 dependencies and form parsing. And it is answered after a short pause
 (AUTH_OVERLOAD_PAUSE_SECONDS), which holds only the connection: a client that
 retries at once can then send at most one sign-in per pause, not one per turn
-of the event loop, so a storm cannot fill the loop's turns.
+of the event loop, so a storm cannot fill the loop's turns. The request's
+admission place is given back before that pause: a refusal that only waits
+must not keep other requests from starting.
 """
 
 import asyncio
@@ -19,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from taskstack.auth.errors import HashingOverloaded
 from taskstack.auth.metrics import LOGINS
 from taskstack.auth.service import AuthService
+from taskstack.common.admission import PLACE_KEY
 from taskstack.common.middleware import replay
 from taskstack.common.tokens import TOKEN_PATH
 
@@ -38,6 +41,8 @@ class SignInGate:
         body = await _read_body(receive)
         if _is_password_grant(body):
             LOGINS.labels("overloaded").inc()
+            if place := scope.get(PLACE_KEY):
+                place.give_back()
             # Jittered: refusals answered after one fixed pause come back in step, and
             # each wave of them held the event loop for a stretch.
             pause = auth.settings.auth_overload_pause_seconds

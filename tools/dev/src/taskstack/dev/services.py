@@ -27,10 +27,30 @@ SERVICES = (
 )
 
 
+# How every service process is served, wherever it runs (`taskstack up`, the
+# tests' processes, the benchmark; the Dockerfile sets the same as UVICORN_*
+# variables). Open connections are bounded (each costs memory whether it sends
+# anything or not), past the bound answered by LimitedConnections as the
+# services answer an admission refusal; the backlog holds a burst of connects;
+# keep-alive outlasts common load balancers' 60 s idle timeout, so the server
+# never closes a connection the proxy is about to reuse.
+SERVER_OPTIONS = (
+    "--http",
+    "taskstack.common.connections:LimitedConnections",
+    "--limit-concurrency",
+    "1024",
+    "--backlog",
+    "2048",
+    "--timeout-keep-alive",
+    "65",
+)
+
+
 def uvicorn_command(
     factory: str, *, host: str, port: int, options: Sequence[str] = ()
 ) -> list[str]:
     """The command that runs one service's app in a uvicorn process of its own, with this
-    interpreter (the developer's environment, where every service is installed)."""
+    interpreter (the developer's environment, where every service is installed), with
+    SERVER_OPTIONS; ``options`` come after them, so they may override one."""
     command = [sys.executable, "-m", "uvicorn", "--factory", factory]
-    return [*command, "--host", host, "--port", str(port), *options]
+    return [*command, "--host", host, "--port", str(port), *SERVER_OPTIONS, *options]
