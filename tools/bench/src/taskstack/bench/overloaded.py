@@ -84,6 +84,7 @@ class Samples:
     phases: list[Phase]
     requests: Recorded
     probes: Recorded
+    client_cpu_seconds: float | None = None  # the client process's own, user and system
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> "Samples":
@@ -123,6 +124,7 @@ class Overload:
     recovery_seconds: float
     rss_peak_mb: float | None = None
     memory_limit_mb: float | None = None
+    client_busy: float | None = None  # the share of the load CPU the client used
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -225,7 +227,9 @@ class Overload:
             f"{self.service} ramp ({ramp.seconds:g} s, excluded above): {ramp.requests:,} "
             f"requests, {ramp.goodput_rps:,.0f} 2xx/s, admitted p99 {_ms(ramp.admitted_p99_ms)}, "
             f"{ramp.refused:,} refused (p99 {_ms(ramp.refused_p99_ms)}); Retry-After up to "
-            f"{self.steady.retry_after_max or ramp.retry_after_max or '-'} s"
+            f"{self.steady.retry_after_max or ramp.retry_after_max or '-'} s; the client's "
+            f"own CPU: {'-' if self.client_busy is None else f'{self.client_busy:.0%}'} of CPU "
+            f"{LOAD_CPU}"
         )
 
     def as_json(self) -> dict[str, Any]:
@@ -243,6 +247,7 @@ class Overload:
             "recovery_seconds": self.recovery_seconds,
             "rss_peak_mb": self.rss_peak_mb,
             "memory_limit_mb": self.memory_limit_mb,
+            "client_busy": self.client_busy,
             "targets": [
                 {"name": n, "measured": m, "bound": b, "met": met}
                 for n, m, b, met in self.targets()
@@ -354,6 +359,8 @@ def figures(
         1 for i in range(len(probes.sent)) if probes.phase[i] == 1 and probes.status[i] != 200
     )
     normal_p99 = normal_window.admitted_p99_ms
+    total = sum(phase.seconds for phase in samples.phases)
+    cpu = samples.client_cpu_seconds
     return Overload(
         service=service,
         title=SERVICES[service].title if service in SERVICES else service,
@@ -371,6 +378,7 @@ def figures(
         recovery_seconds=recovered.seconds,
         rss_peak_mb=rss_peak_mb,
         memory_limit_mb=memory_limit_mb,
+        client_busy=None if cpu is None or not total else cpu / total,
     )
 
 
@@ -426,6 +434,7 @@ def run_client(plan: Plan, work: Path, name: str) -> Samples:
     plan.dump(plan_path)
     seconds = sum(phase.seconds for phase in plan.phases)
     command = ["taskset", "-c", str(LOAD_CPU), sys.executable, "-m", "taskstack.bench.overload"]
+    before = _children_cpu()
     try:
         result = subprocess.run(  # noqa: S603 - our own interpreter and module
             [*command, str(plan_path), str(output)],
@@ -438,7 +447,14 @@ def run_client(plan: Plan, work: Path, name: str) -> Samples:
         raise CliError(f"the overload client did not finish ({name})") from exc
     if result.returncode != 0:
         raise CliError(f"the overload client failed ({name}): {result.stderr.strip()[-800:]}")
-    return Samples.from_json(json.loads(output.read_text()))
+    samples = Samples.from_json(json.loads(output.read_text()))
+    samples.client_cpu_seconds = _children_cpu() - before  # the only child reaped meanwhile
+    return samples
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 @dataclass(frozen=True)
