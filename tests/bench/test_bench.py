@@ -64,8 +64,9 @@ def test_smoke_run_measures_every_scenario_without_errors(
     postgres: PostgresServer, tmp_path: Path
 ) -> None:
     result, report = _smoke(postgres, tmp_path / "bench.json")
-    expected = [name for name in SCENARIOS if name != "storm"] + list(STORM)
+    expected = [name for name in SCENARIOS if name not in ("storm", "overload")] + list(STORM)
     assert list(report["scenarios"]) == expected
+    assert set(report["overload"]) == {"tasks", "auth"}  # its figures: test_overloaded.py
     for name, scenario in report["scenarios"].items():
         assert scenario["requests"] > 0, name
         assert scenario["errors"] == 0, (name, scenario["statuses"])

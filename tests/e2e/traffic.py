@@ -8,6 +8,7 @@ in count and in time.
 
 import asyncio
 import contextlib
+import random
 import statistics
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -17,6 +18,7 @@ import httpx
 import psycopg
 from sqlalchemy.engine import URL
 
+from taskstack.common.jwks import retry_after_seconds, retry_wait
 from tests.e2e.harness import User
 
 PROBLEM_JSON = "application/problem+json"
@@ -105,6 +107,35 @@ async def keyed_create(
         started_at,
         client.post("/v1/tasks", json={"title": key}, headers={**headers, "Idempotency-Key": key}),
     )
+
+
+async def honouring_retry_after(
+    send: Callable[[], Awaitable[Outcome]],
+    *,
+    attempts: int = 6,
+    within: float = 30.0,
+    jitter: Callable[[float, float], float] = random.uniform,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> list[Outcome]:
+    """Send, and send again after Retry-After times U(1, 2) (see ``retry_wait``) while the
+    answer is a 503 with a readable Retry-After: as a well-behaved client does.
+
+    At most ``attempts`` sends, and no wait that would end past ``within`` seconds
+    from the first; every attempt's Outcome, in order (the last is the answer kept).
+    ``send`` must be safe to repeat: a read, or a write with its Idempotency-Key.
+    """
+    started = time.monotonic()
+    outcomes = [await send()]
+    while len(outcomes) < attempts and outcomes[-1].status == 503:
+        asked = retry_after_seconds(outcomes[-1].retry_after)
+        if asked is None:
+            break
+        wait = retry_wait(asked, jitter=jitter)
+        if time.monotonic() + wait - started > within:
+            break
+        await sleep(wait)
+        outcomes.append(await send())
+    return outcomes
 
 
 @dataclass

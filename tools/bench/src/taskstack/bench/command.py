@@ -16,6 +16,7 @@ _SMOKE = {
     "warmup": 0,
     "bcrypt_cost": 4,
     "connections": 8,
+    "overload_connections": 200,
 }
 _SMALL = {"users": 100, "tasks": 20_000}
 
@@ -40,6 +41,12 @@ def add_bench_command(commands: "argparse._SubParsersAction[Any]") -> None:
     parser.add_argument("--duration", type=_seconds, default=10, help="per scenario (10s)")
     parser.add_argument("--warmup", type=_seconds, default=3, help="before each scenario (3s)")
     parser.add_argument("--connections", type=_positive, default=32, help="per scenario (32)")
+    parser.add_argument(
+        "--overload-connections",
+        type=_positive,
+        default=4000,
+        help="of the overload scenario's overload phase, against one worker (4000)",
+    )
     parser.add_argument("--users", type=_positive, default=1000, help="seeded users (1000)")
     parser.add_argument("--tasks", type=_positive, default=200_000, help="seeded tasks (200000)")
     parser.add_argument(
@@ -74,6 +81,7 @@ def run_bench(args: argparse.Namespace) -> None:
         "warmup": args.warmup,
         "bcrypt_cost": args.bcrypt_cost,
         "connections": args.connections,
+        "overload_connections": args.overload_connections,
     }
     if args.small:
         values |= _SMALL

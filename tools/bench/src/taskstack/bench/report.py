@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from taskstack.bench.fidelity import FLOORS
+from taskstack.bench.overloaded import Overload, table_lines
 from taskstack.bench.processes import SERVER_CPU
 from taskstack.bench.wrk import WrkResult
 
@@ -75,6 +76,7 @@ class Report:
     token_verify_us: dict[str, float] = field(default_factory=dict)
     probe: Probe | None = None
     failures: list[str] = field(default_factory=list)
+    overload: dict[str, Overload] = field(default_factory=dict)
 
     def add(self, scenario: Scenario) -> None:
         self.scenarios[scenario.name] = scenario
@@ -148,6 +150,8 @@ class Report:
         if self.scenarios:
             errors = sum(s.errors for s in self.scenarios.values())
             targets.append(Target("errors, every scenario", str(errors), "= 0", errors == 0))
+        for overload in self.overload.values():
+            targets.extend(Target(*target) for target in overload.targets())
         for service in ("auth", "tasks"):
             if service in self.rss_mb:
                 rss = self.rss_mb[service]
@@ -219,6 +223,8 @@ class Report:
         if self.probe is not None:
             counts = ", ".join(f"{n} x {s}" for s, n in sorted(self.probe.statuses.items()))
             lines.append(f"sign-in probe during the storm: {counts or 'no answers'}")
+        if self.overload:
+            lines.extend(["", *table_lines(self.overload)])
         lines.append("")
         lines.append("targets:")
         for t in self.targets():
@@ -286,6 +292,7 @@ class Report:
                 "statuses": {str(k): v for k, v in sorted(self.probe.statuses.items())},
                 "shed_p99_ms": self.probe.shed_p99_ms(),
             },
+            "overload": {name: o.as_json() for name, o in self.overload.items()},
             "targets": [t.__dict__ for t in self.targets()],
         }
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from sqlalchemy.engine import URL
 
 from taskstack.auth.keys import generate_signing_key
-from taskstack.bench import fidelity, micro, signins, workload, wrk
+from taskstack.bench import fidelity, micro, overloaded, signins, workload, wrk
 from taskstack.bench.database import libpq, postgres_server, scratch_database
 from taskstack.bench.environment import (
     AUDIENCE,
@@ -30,7 +30,7 @@ from taskstack.bench.workload import Tokens
 
 SCENARIOS = (
     "livez", "list", "floor-list", "list-2k", "deep", "filtered", "get", "floor-get", "create",
-    "floor-create", "patch", "floor-patch", "login", "storm",
+    "floor-create", "patch", "floor-patch", "login", "storm", "overload",
 )  # fmt: skip
 SMALL_USERS, SMALL_TASKS = 20, 2000
 LOGIN_CONNECTIONS = 4
@@ -56,6 +56,7 @@ class BenchOptions:
     tasks: int
     bcrypt_cost: int
     only: tuple[str, ...]
+    overload_connections: int = overloaded.OVERLOAD_CONNECTIONS
 
 
 def bench(options: BenchOptions) -> Report:
@@ -95,8 +96,21 @@ def bench(options: BenchOptions) -> Report:
         env = service_env(options.bcrypt_cost, keys)
         floor = not fidelity.FLOORS.keys().isdisjoint(options.only)
         servers = _start_servers(stack, work, env, main_db, small_db, floor)
-        run = _Run(options, report, work, servers, Tokens(keys, issuer=ISSUER, audience=AUDIENCE))
+        tokens = Tokens(keys, issuer=ISSUER, audience=AUDIENCE)
+        run = _Run(options, report, work, servers, tokens)
         run.all(data, small, main_db)
+        if "overload" in options.only:
+            report.overload = overloaded.run(
+                overloaded.OverloadOptions(
+                    options.duration, options.warmup, options.connections,
+                    options.overload_connections,
+                ),
+                work=work, env={**env, **_db(main_db)}, data=data, tokens=tokens, say=_say,
+            )  # fmt: skip
+            for service, result in report.overload.items():
+                if result.errors:
+                    errors = ", ".join(f"{n} {kind}" for kind, n in sorted(result.errors.items()))
+                    report.failures.append(f"overload-{service}: {errors}")
         for name, process in servers.items():
             report.rss_mb[name] = process.rss_bytes() / MB
         report.context["machine"]["load_average_end"] = round(os.getloadavg()[0], 2)
