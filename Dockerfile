@@ -77,7 +77,8 @@ LABEL org.opencontainers.image.title="taskstack-${SERVICE}" \
 # ingress controller's range.
 #
 # uvicorn reads UVICORN_* as its options: these are SERVER_OPTIONS of
-# tools/dev/src/taskstack/dev/services.py (tests/docs holds the two equal). A
+# tools/dev/src/taskstack/dev/services.py (tests/docs holds the two equal). The
+# selector event loop, which keeps accepting connections while it is busy; a
 # bound on open connections, answered past it with a problem+json 503; a
 # backlog for a burst of connects; keep-alive above a load balancer's 60 s
 # idle timeout, so the server never closes a connection the proxy reuses.
@@ -86,8 +87,9 @@ ENV PATH=/app/.venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     FORWARDED_ALLOW_IPS=127.0.0.1 \
     UVICORN_APP=taskstack.${SERVICE}.main:create_app \
+    UVICORN_LOOP=asyncio \
     UVICORN_HTTP=taskstack.common.connections:LimitedConnections \
-    UVICORN_LIMIT_CONCURRENCY=1024 \
+    UVICORN_LIMIT_CONCURRENCY=4096 \
     UVICORN_BACKLOG=2048 \
     UVICORN_TIMEOUT_KEEP_ALIVE=65
 WORKDIR /app

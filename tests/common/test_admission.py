@@ -308,7 +308,7 @@ def test_retry_after_grows_under_sustained_refusal_and_comes_back_down() -> None
 
     async def scenario() -> list[int]:
         gate = Gate()
-        bound = admission(limit=1, min_retry_after=2, clock=clock).wrap(gate)
+        bound = admission(limit=1, min_retry_after=1, clock=clock).wrap(gate)
         assert isinstance(bound, Admission)
 
         async def admit(count: int) -> None:
@@ -327,27 +327,29 @@ def test_retry_after_grows_under_sustained_refusal_and_comes_back_down() -> None
             retry_after: bytes = dict(answers[-1][0]["headers"])[b"retry-after"]
             return retry_after.decode()
 
-        # Each round refuses 65: the first refusal after a quiet second re-chooses
-        # at once, then every 64th does, so the last one answers with a choice
-        # made from the whole round.
-        seen = [bound.retry_after]
-        await admit(7)
-        # 65 refused for 8 admitted: returning clients would be 8 times the
-        # admitted rate at a Retry-After of 1, so it grows to the cap.
+        # The first refusal chooses from 8 admitted for 1 refused: returns would be
+        # an eighth of what is admitted at the minimum, which stays.
+        seen = []
+        await admit(8)
         seen.append(int(await refuse(65)))
-        # Half a minute later (a new window), 801 admitted for 65 refused: back
-        # to the minimum.
-        clock.now += 31
+        # A second later, 66 refused for 8 admitted: it grows, by x4 at most a second.
+        clock.now += 1
+        seen.append(int(await refuse(1)))
+        clock.now += 1
+        seen.append(int(await refuse(1)))
+        # Nothing admitted in the window: x4 again, capped at 30.
+        clock.now += 1
+        seen.append(int(await refuse(1)))
+        # Refusals are few against what is admitted: it halves each second.
+        clock.now += 10
         await admit(800)
-        seen.append(int(await refuse(65)))
-        # In between: 65 refused for 71 admitted gives ceil(8 * 65 / 71) = 8.
-        clock.now += 31
-        await admit(70)
-        seen.append(int(await refuse(65)))
+        seen.append(int(await refuse(1)))
+        clock.now += 1
+        seen.append(int(await refuse(1)))
         assert seen[-1] == bound.retry_after
         return seen
 
-    assert run(scenario) == [2, 30, 2, 8]
+    assert run(scenario) == [1, 4, 16, 30, 15, 8]
 
 
 def test_admission_in_a_service_counts_admitted_and_refused_and_keeps_health_open(

@@ -505,7 +505,7 @@ SERVER_ENV = {
     "ADMISSION_QUEUE_LIMIT": "32",
     "ADMISSION_QUEUE_TIMEOUT_SECONDS": "0.01",
     "ADMISSION_RETRY_AFTER_SECONDS": "1",
-    "UVICORN_LIMIT_CONCURRENCY": "1024",
+    "UVICORN_LIMIT_CONCURRENCY": "4096",
     "UVICORN_BACKLOG": "2048",
     "UVICORN_TIMEOUT_KEEP_ALIVE": "65",
 }
@@ -537,7 +537,7 @@ def test_a_service_overrides_server_settings_key_by_key() -> None:
     for config in (auth, tasks):
         assert config["ADMISSION_QUEUE_TIMEOUT_SECONDS"] == "0.25"
         assert config["UVICORN_TIMEOUT_KEEP_ALIVE"] == "620"
-        assert config["UVICORN_LIMIT_CONCURRENCY"] == "1024"
+        assert config["UVICORN_LIMIT_CONCURRENCY"] == "4096"
 
 
 def test_keep_alive_outlasts_the_ingress_idle_timeout() -> None:

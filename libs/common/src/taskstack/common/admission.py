@@ -42,9 +42,10 @@ logger = logging.getLogger("taskstack.admission")
 PLACE_KEY = "taskstack.admission"
 REFUSAL_REASONS = ("queue_full", "queue_timeout", "connection_limit")
 RETRY_AFTER_MAX = 30
-# Seconds of admitted and refused counts that Retry-After is chosen from.
-RATE_WINDOW = 30
-RECHOOSE_EVERY = 64
+# Seconds of admitted and refused counts that Retry-After is chosen from, once a
+# second at most, and the most it grows by at a time.
+RATE_WINDOW = 3
+GROWTH_MAX = 4
 
 _PROBLEM_START = (
     b'{"type":"about:blank","title":"Service Unavailable","status":503,'
@@ -135,7 +136,6 @@ class Admission:
         self._second = int(clock())
         self._admitted_per_second = [0] * RATE_WINDOW
         self._refused_per_second = [0] * RATE_WINDOW
-        self._refusals_until_rechoice = RECHOOSE_EVERY
         self._chosen_at = clock()
         self._refused_since_log: dict[str, int] = {}
         self._logged_at = -math.inf
@@ -233,10 +233,7 @@ class Admission:
         self._refused[reason].inc()
         self._count(self._refused_per_second)
         now = self._clock()
-        self._refusals_until_rechoice -= 1
-        # A trickle of refusals after a storm re-chooses too, so it does not keep
-        # the storm's value for minutes.
-        if self._refusals_until_rechoice <= 0 or now - self._chosen_at >= 1:
+        if now - self._chosen_at >= 1:
             self._choose_retry_after(now)
         self._refused_since_log[reason] = self._refused_since_log.get(reason, 0) + 1
         if now - self._logged_at >= 1:
@@ -245,18 +242,22 @@ class Admission:
 
     def _choose_retry_after(self, now: float) -> None:
         # Clients that honour Retry-After come back spread over one to two times
-        # it, so refused_per_s / retry_after is about the rate of returns. Keeping
-        # that at most an eighth of what is admitted means retries never become
-        # the load that causes the refusals (a retry storm); while refusals are
-        # few, the minimum keeps clients from waiting longer than they need.
-        # Both rates share the window, so their ratio is that of the counts.
+        # it: waiting k times longer makes them come back k times less often. The
+        # goal is returns of at most an eighth of what is admitted, so retries
+        # never become the load that causes the refusals (a retry storm). The
+        # refusals counted were answered with the Retry-After of their time, so
+        # the new one scales the current one; by at most x4 or /2 a second, since
+        # the counts answer a change only after one Retry-After (a jump on stale
+        # counts would overshoot). While refusals are few, it comes back down to
+        # the minimum, so clients never wait longer than they need.
         self._count(self._refused_per_second, 0)  # drop seconds that have passed
         refused = sum(self._refused_per_second)
         admitted = sum(self._admitted_per_second)
-        wanted = math.ceil(8 * refused / admitted) if admitted else RETRY_AFTER_MAX
+        factor = 8 * refused / admitted if admitted else GROWTH_MAX
+        factor = min(max(factor, 1 / 2), GROWTH_MAX)
+        wanted = math.ceil(self.retry_after * factor)
         self.retry_after = max(self.min_retry_after, min(wanted, RETRY_AFTER_MAX))
         self._retry_after_gauge.set(self.retry_after)
-        self._refusals_until_rechoice = RECHOOSE_EVERY
         self._chosen_at = now
 
     def _count(self, per_second: list[int], amount: int = 1) -> None:

@@ -29,16 +29,22 @@ SERVICES = (
 
 # How every service process is served, wherever it runs (`taskstack up`, the
 # tests' processes, the benchmark; the Dockerfile sets the same as UVICORN_*
-# variables). Open connections are bounded (each costs memory whether it sends
+# variables). asyncio's own event loop rather than uvloop: libuv accepts one
+# connection per turn of its loop (libuv#3696), so a worker busy with requests
+# left thousands of connects, health probes among them, waiting in the backlog
+# for seconds; the selector loop accepts up to the backlog each turn. Open
+# connections are bounded (each costs memory whether it sends
 # anything or not), past the bound answered by LimitedConnections as the
 # services answer an admission refusal; the backlog holds a burst of connects;
 # keep-alive outlasts common load balancers' 60 s idle timeout, so the server
 # never closes a connection the proxy is about to reuse.
 SERVER_OPTIONS = (
+    "--loop",
+    "asyncio",
     "--http",
     "taskstack.common.connections:LimitedConnections",
     "--limit-concurrency",
-    "1024",
+    "4096",
     "--backlog",
     "2048",
     "--timeout-keep-alive",
