@@ -31,9 +31,10 @@ from sqlmodel import Field
 from taskstack.common.db import Connection, Statement, fetch_all, fetch_one
 from taskstack.common.models import StrictModel
 from taskstack.tasks.cursor import CursorCodec, Position
+from taskstack.tasks.encoding import EncodedPage, page_json
 from taskstack.tasks.errors import InvalidCursor
-from taskstack.tasks.models import Priority, TaskPage, task_table
-from taskstack.tasks.repository import TASK_COLUMNS, to_public
+from taskstack.tasks.models import Priority, task_table
+from taskstack.tasks.repository import TASK_COLUMNS
 from taskstack.tasks.validation import MAX_TAGS, AwareDatetime, SearchText, Tag
 
 SortKey = Literal[
@@ -258,12 +259,11 @@ def _position_after(
 
 async def list_tasks(
     connection: Connection, owner: uuid.UUID, params: TaskListParams, codec: CursorCodec
-) -> TaskPage:
+) -> EncodedPage:
     fingerprint = params.fingerprint()
     after = _position_after(params, codec, owner, fingerprint)
     statement, values = page_query(owner, params, after)
     rows = await fetch_all(connection, statement, values)
-    items = [to_public(row) for row in rows[: params.limit]]
     next_cursor = None
     if len(rows) > params.limit:
         last = rows[params.limit - 1]
@@ -273,4 +273,4 @@ async def list_tasks(
     if params.include_total:
         row = await fetch_one(connection, _count_shape(_Shape.of(params)), _values(owner, params))
         total = row[0] if row else 0
-    return TaskPage(items=items, next_cursor=next_cursor, total=total)
+    return EncodedPage(page_json(rows[: params.limit], next_cursor, total), next_cursor)

@@ -4,7 +4,6 @@ from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Body, Query, Request, Response
-from pydantic import BaseModel
 
 from taskstack.tasks.dependencies import (
     IdempotencyKeyHeader,
@@ -36,18 +35,14 @@ _STALE: dict[int | str, dict[str, Any]] = {
 _ETAG_HEADER = {"ETag": {"schema": {"type": "string"}, "description": "The task's version."}}
 
 
-def _answer(
-    model: BaseModel, *, status_code: int = 200, headers: dict[str, str] | None = None
-) -> Response:
-    """The model as JSON, serialised once by pydantic's Rust core.
+def _answer(body: bytes, *, headers: dict[str, str] | None = None) -> Response:
+    """JSON bytes the service encoded from its rows.
 
-    A returned model would be validated against response_model again and then
-    encoded (twice the work on a list page); the models here are built from our
-    own rows, and response_model still documents the schema.
+    Returned as they are: a returned model would be validated against
+    response_model again and then encoded; response_model still documents
+    the schema.
     """
-    return Response(
-        model.model_dump_json(), status_code=status_code, headers=headers, media_type=_JSON
-    )
+    return Response(body, headers=headers, media_type=_JSON)
 
 
 _JSON = "application/json"
@@ -93,8 +88,8 @@ async def list_my_tasks(
 ) -> Response:
     page = await tasks.page(owner, params)
     if page.next_cursor is None:
-        return _answer(page)
-    return _answer(page, headers={"Link": _next_link(request, page.next_cursor)})
+        return _answer(page.body)
+    return _answer(page.body, headers={"Link": _next_link(request, page.next_cursor)})
 
 
 def _next_link(request: Request, next_cursor: str) -> str:
@@ -139,7 +134,7 @@ async def get_task(
     task = await tasks.get(owner, task_id)
     if if_none_match is not None and if_none_match.matches_weakly(task.version):
         return Response(status_code=304, headers={"ETag": etag(task.version)})
-    return _answer(task, headers={"ETag": etag(task.version)})
+    return _answer(task.body, headers={"ETag": etag(task.version)})
 
 
 @router.put(
@@ -156,7 +151,7 @@ async def replace_task(
     tasks: TaskServiceDep,
 ) -> Response:
     task = await tasks.replace(owner, task_id, data, if_match)
-    return _answer(task, headers={"ETag": etag(task.version)})
+    return _answer(task.body, headers={"ETag": etag(task.version)})
 
 
 @router.patch(
@@ -179,7 +174,7 @@ async def patch_task(
     tasks: TaskServiceDep,
 ) -> Response:
     task = await tasks.update(owner, task_id, patch, if_match)
-    return _answer(task, headers={"ETag": etag(task.version)})
+    return _answer(task.body, headers={"ETag": etag(task.version)})
 
 
 @router.delete(

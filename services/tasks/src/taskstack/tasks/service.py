@@ -14,15 +14,16 @@ from typing import Any
 from taskstack.common.db import Database
 from taskstack.tasks import idempotency, repository
 from taskstack.tasks.cursor import CursorCodec
+from taskstack.tasks.encoding import EncodedPage, EncodedTask
 from taskstack.tasks.errors import BulkDeleteNeedsCompleted
 from taskstack.tasks.etags import EntityTags, etag
 from taskstack.tasks.idempotency import IdempotentRequest, StoredResponse
 from taskstack.tasks.listing import TaskListParams, list_tasks
 from taskstack.tasks.metrics import TASKS_CREATED, TASKS_DELETED, count_completion
-from taskstack.tasks.models import API_PREFIX, TaskCreate, TaskPage, TaskPublic, TaskUpdate
+from taskstack.tasks.models import API_PREFIX, TaskCreate, TaskUpdate
 
 
-def task_headers(task: TaskPublic) -> dict[str, str]:
+def task_headers(task: EncodedTask) -> dict[str, str]:
     return {"ETag": etag(task.version), "Location": f"{API_PREFIX}/{task.id}"}
 
 
@@ -44,8 +45,8 @@ class TaskService:
                 stored := await idempotency.replay_or_claim(connection, keyed)
             ):
                 return stored
-            task = await repository.create(connection, owner, data)
-            created = StoredResponse(201, task.model_dump_json(), task_headers(task))
+            task = EncodedTask.of(await repository.create(connection, owner, data))
+            created = StoredResponse(201, task.body, task_headers(task))
             if keyed is not None:
                 await idempotency.remember(
                     connection, keyed, created, keep_for=self.idempotency_retention
@@ -54,22 +55,23 @@ class TaskService:
         count_completion(task)
         return created
 
-    async def page(self, owner: uuid.UUID, params: TaskListParams) -> TaskPage:
+    async def page(self, owner: uuid.UUID, params: TaskListParams) -> EncodedPage:
         async with self.database.read() as connection:
             return await list_tasks(connection, owner, params, self.cursor_codec)
 
-    async def get(self, owner: uuid.UUID, task_id: uuid.UUID) -> TaskPublic:
+    async def get(self, owner: uuid.UUID, task_id: uuid.UUID) -> EncodedTask:
         async with self.database.read() as connection:
-            return await repository.get(connection, owner, task_id)
+            row = await repository.get(connection, owner, task_id)
+        return EncodedTask.of(row)
 
     async def replace(
         self, owner: uuid.UUID, task_id: uuid.UUID, data: TaskCreate, if_match: EntityTags | None
-    ) -> TaskPublic:
+    ) -> EncodedTask:
         return await self._update(owner, task_id, dict(data), if_match)
 
     async def update(
         self, owner: uuid.UUID, task_id: uuid.UUID, patch: TaskUpdate, if_match: EntityTags | None
-    ) -> TaskPublic:
+    ) -> EncodedTask:
         return await self._update(owner, task_id, patch.changes(), if_match)
 
     async def _update(
@@ -78,10 +80,11 @@ class TaskService:
         task_id: uuid.UUID,
         changes: dict[str, Any],
         if_match: EntityTags | None,
-    ) -> TaskPublic:
+    ) -> EncodedTask:
         versions = if_match.versions_for_if_match() if if_match is not None else None
         async with self.database.write() as connection:
-            task = await repository.update_fields(connection, owner, task_id, changes, versions)
+            row = await repository.update_fields(connection, owner, task_id, changes, versions)
+        task = EncodedTask.of(row)
         count_completion(task)
         return task
 
