@@ -161,6 +161,15 @@ def token_verifier(settings: ServiceSettings, keys: KeySet) -> TokenVerifier:
     )
 
 
+def bearer_token(authorization: str) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` value, read as FastAPI's
+    OAuth2PasswordBearer reads it; None for another scheme or none."""
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return token.strip()
+
+
 # Documents the bearer scheme in OpenAPI (Swagger UI's Authorize button runs the
 # password grant against the auth service); the check itself is ours.
 _bearer = OAuth2PasswordBearer(tokenUrl=TOKEN_PATH, auto_error=False)

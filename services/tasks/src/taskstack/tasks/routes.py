@@ -1,5 +1,6 @@
 """The tasks service's public routes, under /v1/tasks: parse, call the service, answer."""
 
+from collections.abc import Iterable
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -13,7 +14,8 @@ from taskstack.tasks.dependencies import (
     TaskId,
     TaskServiceDep,
 )
-from taskstack.tasks.etags import etag
+from taskstack.tasks.encoding import EncodedPage, EncodedTask
+from taskstack.tasks.etags import EntityTags, etag
 from taskstack.tasks.listing import TaskListParams
 from taskstack.tasks.models import (
     API_PREFIX,
@@ -87,16 +89,17 @@ async def list_my_tasks(
     tasks: TaskServiceDep,
 ) -> Response:
     page = await tasks.page(owner, params)
+    return page_answer(page, request.url.path, request.query_params.multi_items())
+
+
+def page_answer(page: EncodedPage, path: str, query: Iterable[tuple[str, str]]) -> Response:
+    """A page, and an RFC 8288 Link to the next one: this request's query with the new
+    cursor. Also TaskFront's answer, so that both entries answer alike."""
     if page.next_cursor is None:
         return _answer(page.body)
-    return _answer(page.body, headers={"Link": _next_link(request, page.next_cursor)})
-
-
-def _next_link(request: Request, next_cursor: str) -> str:
-    """RFC 8288 Link to the next page: this request's query with the new cursor."""
-    query = [(k, v) for k, v in request.query_params.multi_items() if k != "cursor"]
-    query.append(("cursor", next_cursor))
-    return f'<{request.url.path}?{urlencode(query)}>; rel="next"'
+    next_query = [(k, v) for k, v in query if k != "cursor"]
+    next_query.append(("cursor", page.next_cursor))
+    return _answer(page.body, headers={"Link": f'<{path}?{urlencode(next_query)}>; rel="next"'})
 
 
 @router.delete(
@@ -131,7 +134,11 @@ async def delete_completed_tasks(
 async def get_task(
     task_id: TaskId, owner: OwnerId, tasks: TaskServiceDep, if_none_match: IfNoneMatch
 ) -> Response:
-    task = await tasks.get(owner, task_id)
+    return task_answer(await tasks.get(owner, task_id), if_none_match)
+
+
+def task_answer(task: EncodedTask, if_none_match: EntityTags | None) -> Response:
+    """A task with its ETag, or 304 when the client's copy is current (TaskFront's too)."""
     if if_none_match is not None and if_none_match.matches_weakly(task.version):
         return Response(status_code=304, headers={"ETag": etag(task.version)})
     return _answer(task.body, headers={"ETag": etag(task.version)})
