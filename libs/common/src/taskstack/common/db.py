@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import select
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager
@@ -86,21 +87,77 @@ class Statement:
 async def fetch_one(
     connection: Connection, statement: Statement, values: Mapping[str, Any]
 ) -> tuple[Any, ...] | None:
-    cursor = await connection.execute(statement.sql, statement.values(values))
+    cursor = await _execute(connection, statement.sql, statement.values(values))
     return await cursor.fetchone()
 
 
 async def fetch_all(
     connection: Connection, statement: Statement, values: Mapping[str, Any]
 ) -> list[tuple[Any, ...]]:
-    cursor = await connection.execute(statement.sql, statement.values(values))
+    cursor = await _execute(connection, statement.sql, statement.values(values))
     return await cursor.fetchall()
 
 
 async def execute(connection: Connection, statement: Statement, values: Mapping[str, Any]) -> int:
     """Run a statement for its effect; the number of rows it touched."""
-    cursor = await connection.execute(statement.sql, statement.values(values))
+    cursor = await _execute(connection, statement.sql, statement.values(values))
     return cursor.rowcount
+
+
+# Pooled connections handed out without a liveness check, and how long their first
+# statement may wait for an answer (see Database._connection).
+_UNCHECKED: dict[Connection, float] = {}
+
+
+async def _execute(
+    connection: Connection, sql: str, values: Mapping[str, Any] | None = None
+) -> "psycopg.AsyncCursor[tuple[Any, ...]]":
+    seconds = _UNCHECKED.pop(connection, None)
+    if seconds is None:
+        return await connection.execute(sql, values)
+    return await _answered_within(seconds, connection.execute(sql, values))
+
+
+async def _answered_within(seconds: float, call: Awaitable[T]) -> T:
+    """``call``'s result, or OperationalError when the server has not answered within
+    ``seconds``: a server that stopped answering without closing the connection (a
+    hung server, a half-open connection) must not hold a request, or a pool slot,
+    forever.
+
+    A timer rather than a task of its own, since it runs on most requests. On
+    expiry it interrupts the request's task as psycopg expects: once (psycopg
+    asks the server to cancel the statement), and again shortly after (psycopg
+    then closes the connection at once, and the pool drops it).
+    """
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    interruptions = 0
+    timer: asyncio.TimerHandle
+
+    def interrupt() -> None:
+        nonlocal interruptions, timer
+        interruptions += 1
+        task.cancel()
+        if interruptions == 1:
+            timer = loop.call_later(_SECOND_INTERRUPTION, interrupt)
+
+    timer = loop.call_later(max(seconds, 0.0), interrupt)
+    try:
+        return await call
+    except asyncio.CancelledError:
+        if not interruptions:
+            raise
+        for _ in range(interruptions):
+            task.uncancel()
+        if task.cancelling():
+            raise  # cancelled from outside as well: that cancellation wins
+        raise psycopg.OperationalError("the database did not answer in time") from None
+    finally:
+        timer.cancel()
+
+
+_SECOND_INTERRUPTION = 0.1
 
 
 class DatabaseUnreachable(RuntimeError):
@@ -147,6 +204,12 @@ class _Pool:
     timeout, and a failure is the request's own (replayed, or a 503). Waiting
     for a free slot is first come, first served (asyncio's semaphore), and
     bounded by the acquire timeout.
+
+    A pooled connection is checked with a round trip only when it has been idle
+    longer than ``check_idle`` seconds (0: always), or when the server has
+    sent something while it was idle (a healthy idle connection hears nothing;
+    a server that ended it sent why, then closed it). Seeing that costs a poll
+    of the socket, not a round trip.
     """
 
     def __init__(
@@ -157,7 +220,8 @@ class _Pool:
         limit: int,
         acquire_timeout: float,
         connect_timeout: float,
-        check: Callable[[Connection, float], Awaitable[None]] | None,
+        check: Callable[[Connection, float], Awaitable[None]],
+        check_idle: float,
     ):
         self._connect = connect
         self.keep = keep
@@ -165,8 +229,9 @@ class _Pool:
         self._acquire_timeout = acquire_timeout
         self._connect_timeout = connect_timeout
         self._check = check
+        self._check_idle = check_idle
         self._slots = asyncio.Semaphore(limit)
-        self._idle: list[Connection] = []
+        self._idle: list[tuple[Connection, float]] = []  # and when each was released
         self.open_connections = 0
         self._closed = False
 
@@ -174,27 +239,30 @@ class _Pool:
     def idle(self) -> int:
         return len(self._idle)
 
-    async def acquire(self) -> Connection:
+    async def acquire(self) -> tuple[Connection, bool]:
+        """A connection, and whether it is known to be live (new, or just checked)."""
         try:
             async with asyncio.timeout(self._acquire_timeout):
                 await self._slots.acquire()
         except TimeoutError:
             raise ServiceUnavailable("All database connections are busy.") from None
         # A live connection (checked, or new) within the connect timeout, in all.
-        deadline = time.monotonic() + self._connect_timeout
+        now = time.monotonic()
+        deadline = now + self._connect_timeout
         try:
             while self._idle:
-                connection = self._idle.pop()  # the most recently used: likeliest alive
-                if self._check is not None:
-                    try:
-                        await self._check(connection, deadline - time.monotonic())
-                    except psycopg.Error:
-                        await self._discard(connection)
-                        continue
-                return connection
+                connection, released = self._idle.pop()  # the most recently used
+                if now - released < self._check_idle and not _has_input(connection):
+                    return connection, False
+                try:
+                    await self._check(connection, deadline - time.monotonic())
+                except psycopg.Error:
+                    await self._discard(connection)
+                    continue
+                return connection, True
             connection = await self._connect(deadline - time.monotonic())
             self.open_connections += 1
-            return connection
+            return connection, True
         except BaseException:
             self._slots.release()
             raise
@@ -208,7 +276,7 @@ class _Pool:
                 and len(self._idle) < self.keep
             )
             if reusable:
-                self._idle.append(connection)
+                self._idle.append((connection, time.monotonic()))
             else:
                 await self._discard(connection)
         finally:
@@ -222,7 +290,16 @@ class _Pool:
     async def close(self) -> None:
         self._closed = True
         while self._idle:
-            await self._discard(self._idle.pop())
+            await self._discard(self._idle.pop()[0])
+
+
+def _has_input(connection: Connection) -> bool:
+    """Whether the server has sent anything on this idle connection (or closed it)."""
+    try:
+        readable, _, _ = select.select([connection.pgconn.socket], [], [], 0)
+    except (psycopg.Error, OSError, ValueError):
+        return True  # no usable socket: let the check find out
+    return bool(readable)
 
 
 class Database:
@@ -250,7 +327,8 @@ class Database:
             limit=settings.database_pool_size + settings.database_max_overflow,
             acquire_timeout=settings.database_pool_timeout,
             connect_timeout=settings.database_connect_timeout,
-            check=self._check if settings.database_pool_pre_ping else None,
+            check=self._check,
+            check_idle=settings.database_pool_check_idle_seconds,
         )
         self._wait = DB_POOL_WAIT.labels(service)
         self._connection_errors = DB_CONNECTION_ERRORS.labels(service)
@@ -282,7 +360,7 @@ class Database:
     async def write(self) -> AsyncIterator[Connection]:
         """One transaction: committed when the block ends, rolled back when it raises."""
         async with self._connection() as connection:
-            await connection.execute("BEGIN")
+            await _execute(connection, "BEGIN")
             try:
                 yield connection
             except BaseException:
@@ -309,9 +387,12 @@ class Database:
     async def _connection(self) -> AsyncIterator[Connection]:
         started = time.perf_counter()
         try:
-            connection = await self.pool.acquire()
+            connection, live = await self.pool.acquire()
         finally:
             self._wait.observe(time.perf_counter() - started)
+        if not live:
+            # Not checked: its first answer is awaited as long as a check would be.
+            _UNCHECKED[connection] = self._connect_timeout
         try:
             yield connection
         except psycopg.OperationalError:
@@ -319,6 +400,7 @@ class Database:
                 self._connection_errors.inc()
             raise
         finally:
+            _UNCHECKED.pop(connection, None)
             await self.pool.release(connection)
 
     async def _check(self, connection: Connection, seconds: float) -> None:
