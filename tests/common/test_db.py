@@ -1,16 +1,18 @@
 """The request-scoped session commits once, rolls back on error, and survives transient faults."""
 
+import asyncio
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import psycopg
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, literal, select, text
 from sqlalchemy.engine import URL
 
 from taskstack.common import db
 from taskstack.common.db import is_transient
+from taskstack.common.settings import ServiceSettings
 from tests.common.conftest import count_notes
 from tests.common.demo import LOSE_CONNECTION_AT_COMMIT, Faults, demo_app
 from tests.support.postgres import PostgresServer
@@ -228,3 +230,34 @@ def test_a_pooled_connection_idle_past_the_threshold_is_checked_first(
         faults.attempts = 0
         assert client.post("/v1/demo/notes", json={"text": "after"}).status_code == 201
     assert faults.attempts == 1  # the check found it dead: no replay was needed
+
+
+@pytest.mark.parametrize(
+    ("pooler", "pooler_prepares", "prepared"),
+    [(False, False, True), (True, False, False), (True, True, True)],
+)
+def test_statements_are_prepared_unless_a_pooler_cannot_keep_them(
+    clean_demo_database: URL, pooler: bool, pooler_prepares: bool, prepared: bool
+) -> None:
+    settings = ServiceSettings.model_validate(
+        {
+            "database_url": clean_demo_database.render_as_string(hide_password=False),
+            "database_transaction_pooler": pooler,
+            "database_pooler_prepared_statements": pooler_prepares,
+        }
+    )
+    statement = db.Statement.of(select(literal(1).label("one")))
+
+    async def prepared_here() -> int:
+        database = db.Database(settings, service="demo")
+        try:
+            async with database.read() as connection:
+                assert await db.fetch_one(connection, statement, {}) == (1,)
+                cursor = await connection.execute("SELECT count(*) FROM pg_prepared_statements")
+                row = await cursor.fetchone()
+        finally:
+            await database.close()
+        assert row is not None
+        return int(row[0])
+
+    assert (asyncio.run(prepared_here()) > 0) is prepared

@@ -87,20 +87,20 @@ class Statement:
 async def fetch_one(
     connection: Connection, statement: Statement, values: Mapping[str, Any]
 ) -> tuple[Any, ...] | None:
-    cursor = await _execute(connection, statement.sql, statement.values(values))
+    cursor = await _execute(connection, statement.sql, statement.values(values), prepare=True)
     return await cursor.fetchone()
 
 
 async def fetch_all(
     connection: Connection, statement: Statement, values: Mapping[str, Any]
 ) -> list[tuple[Any, ...]]:
-    cursor = await _execute(connection, statement.sql, statement.values(values))
+    cursor = await _execute(connection, statement.sql, statement.values(values), prepare=True)
     return await cursor.fetchall()
 
 
 async def execute(connection: Connection, statement: Statement, values: Mapping[str, Any]) -> int:
     """Run a statement for its effect; the number of rows it touched."""
-    cursor = await _execute(connection, statement.sql, statement.values(values))
+    cursor = await _execute(connection, statement.sql, statement.values(values), prepare=True)
     return cursor.rowcount
 
 
@@ -110,12 +110,18 @@ _UNCHECKED: dict[Connection, float] = {}
 
 
 async def _execute(
-    connection: Connection, sql: str, values: Mapping[str, Any] | None = None
+    connection: Connection,
+    sql: str,
+    values: Mapping[str, Any] | None = None,
+    *,
+    prepare: bool | None = None,
 ) -> "psycopg.AsyncCursor[tuple[Any, ...]]":
+    """Run ``sql``. A compiled Statement is run again and again: it is prepared on its
+    first run (``prepare=True``), where the connection allows prepared statements."""
     seconds = _UNCHECKED.pop(connection, None)
     if seconds is None:
-        return await connection.execute(sql, values)
-    return await _answered_within(seconds, connection.execute(sql, values))
+        return await connection.execute(sql, values, prepare=prepare)
+    return await _answered_within(seconds, connection.execute(sql, values, prepare=prepare))
 
 
 async def _answered_within(seconds: float, call: Awaitable[T]) -> T:
@@ -313,9 +319,10 @@ class Database:
             "connect_timeout": settings.database_connect_timeout,
             "application_name": f"taskstack-{service}",
         }
-        if settings.uses_transaction_pooler:
-            # A transaction-mode pooler (PgBouncer, Neon's pooled endpoint) hands
-            # each transaction to any server connection: no prepared statements.
+        if settings.uses_transaction_pooler and not settings.database_pooler_prepared_statements:
+            # A transaction-mode pooler hands each transaction to any server
+            # connection: a statement prepared on one is unknown to the next, unless
+            # the pooler tracks protocol-level prepared statements itself.
             self._connect_kwargs["prepare_threshold"] = None
         self._connect_timeout = settings.database_connect_timeout
         self._startup_timeout = settings.database_startup_timeout

@@ -60,6 +60,11 @@ class ServiceSettings(BaseSettings):
     database_startup_timeout: float = Field(default=30.0, ge=0, le=600)
     # None: detect from the host name (Neon's pooled endpoints contain "-pooler").
     database_transaction_pooler: bool | None = None
+    # Behind a transaction-mode pooler, statements are prepared only when this says the
+    # pooler supports protocol-level prepared statements (PgBouncer 1.21 or later with
+    # max_prepared_statements set; Neon's pooled endpoints do). Direct connections
+    # always prepare the statements they run again and again.
+    database_pooler_prepared_statements: bool = False
 
     # Access tokens: the auth service issues them with these values, every
     # service checks them exactly.
