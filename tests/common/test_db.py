@@ -14,7 +14,7 @@ from taskstack.common import db
 from taskstack.common.db import is_transient
 from taskstack.common.settings import ServiceSettings
 from tests.common.conftest import count_notes
-from tests.common.demo import LOSE_CONNECTION_AT_COMMIT, Faults, demo_app
+from tests.common.demo import FAULT_SQL, LOSE_CONNECTION_AT_COMMIT, Faults, demo_app
 from tests.support.postgres import PostgresServer
 from tests.support.servers import serve
 from tests.support.tcp_proxy import tcp_proxy
@@ -261,3 +261,52 @@ def test_statements_are_prepared_unless_a_pooler_cannot_keep_them(
         return int(row[0])
 
     assert (asyncio.run(prepared_here()) > 0) is prepared
+
+
+def _database(url: URL) -> db.Database:
+    settings = ServiceSettings.model_validate(
+        {"database_url": url.render_as_string(hide_password=False)}
+    )
+    return db.Database(settings, service="demo")
+
+
+def test_a_single_write_commits_as_it_runs_with_no_transaction_around_it(
+    clean_demo_database: URL,
+) -> None:
+    async def write_one() -> tuple[bool, psycopg.pq.TransactionStatus]:
+        database = _database(clean_demo_database)
+        try:
+            async with database.single_write() as connection:
+                await connection.execute(
+                    "INSERT INTO demo.note (id, text, version) VALUES (gen_random_uuid(), 'x', 1)"
+                )
+                return connection.autocommit, connection.info.transaction_status
+        finally:
+            await database.close()
+
+    autocommit, status = asyncio.run(write_one())
+    assert autocommit and status is psycopg.pq.TransactionStatus.IDLE
+    assert count_notes(clean_demo_database) == 1
+
+
+def test_a_connection_lost_during_a_single_write_is_an_unknown_outcome_not_a_replay(
+    clean_demo_database: URL,
+) -> None:
+    async def lose_it(fault: str) -> BaseException:
+        database = _database(clean_demo_database)
+        try:
+            async with database.single_write() as connection:
+                await connection.execute(fault)
+        except Exception as exc:
+            return exc
+        finally:
+            await database.close()
+        raise AssertionError("the fault did not fail")
+
+    lost = asyncio.run(lose_it("SELECT pg_terminate_backend(pg_backend_pid())"))
+    assert isinstance(lost, db.OutcomeUnknown) and not is_transient(lost)
+    assert "may or may not have been applied" in str(lost.detail)
+    # A statement the server rolled back for certain is replayed as usual.
+    rolled_back = asyncio.run(lose_it(FAULT_SQL["serialization"]))
+    assert isinstance(rolled_back, psycopg.errors.SerializationFailure)
+    assert is_transient(rolled_back)

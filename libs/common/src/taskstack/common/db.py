@@ -7,7 +7,11 @@ fails if a service opens a connection or a transaction any other way):
 ``async with database.read() as c``    a connection in autocommit: each statement is its own
                                        transaction, no BEGIN or COMMIT round trip. For reads.
 ``async with database.write() as c``   one transaction: committed when the block ends, rolled
-                                       back if it raises. For every write.
+                                       back if it raises. For a write of several statements.
+``async with database.single_write()   a connection in autocommit, for a write that is one
+as c``                                 statement (INSERT/UPDATE/DELETE ... RETURNING, and
+                                       reads after it): it commits on its own, with no BEGIN
+                                       or COMMIT round trip.
 several blocks, one after the other    each its own short transaction: for a flow that must
                                        not hold a connection while it waits (auth hashes
                                        passwords between blocks).
@@ -34,7 +38,7 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg import AsyncConnection
 from psycopg.conninfo import make_conninfo
-from psycopg.errors import QueryCanceled, TransactionRollback
+from psycopg.errors import QueryCanceled
 from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 from sqlalchemy.engine import URL
 from sqlalchemy.sql import ClauseElement
@@ -308,6 +312,26 @@ def _has_input(connection: Connection) -> bool:
     return bool(readable)
 
 
+# Class 40 (transaction rollback), but not 40003, "statement completion unknown".
+_ROLLED_BACK = frozenset({"40000", "40001", "40002", "40P01"})
+
+
+def _rolled_back(exc: psycopg.Error) -> bool:
+    """Whether the server says it rolled the transaction back (a serialization failure,
+    a deadlock): then nothing was applied. psycopg's TransactionRollback class is not
+    the parent of SerializationFailure or DeadlockDetected, so the code decides."""
+    return exc.sqlstate in _ROLLED_BACK
+
+
+class OutcomeUnknown(ServiceUnavailable):
+    """The connection was lost while a write committed: whether it did is unknown."""
+
+    default_detail = (
+        "The database connection was lost while committing; "
+        "the change may or may not have been applied."
+    )
+
+
 class Database:
     """One service's connection pool, built from its settings; opened by the app's lifespan."""
 
@@ -378,17 +402,31 @@ class Database:
                 raise
             await self._commit(connection)
 
+    @asynccontextmanager
+    async def single_write(self) -> AsyncIterator[Connection]:
+        """A connection in autocommit mode for a write that is one statement.
+
+        The statement commits as it runs. A connection lost while it runs leaves
+        unknown whether it did, as a lost COMMIT does: a 503 that says so, never a
+        replay that could apply it twice. Getting the connection, and a statement
+        the server rolled back (a deadlock), are replayed as usual.
+        """
+        async with self._connection() as connection:
+            try:
+                yield connection
+            except psycopg.OperationalError as exc:
+                if _rolled_back(exc) or isinstance(exc, QueryCanceled):
+                    raise
+                raise OutcomeUnknown() from exc
+
     async def _commit(self, connection: Connection) -> None:
         try:
             await connection.execute("COMMIT")
-        except TransactionRollback:
-            raise  # rolled back for certain: a replay of the request is safe
         except psycopg.OperationalError as exc:
+            if _rolled_back(exc):
+                raise  # rolled back for certain: a replay of the request is safe
             # Not replayed: a write that may have landed could be applied twice.
-            raise ServiceUnavailable(
-                "The database connection was lost while committing; "
-                "the change may or may not have been applied."
-            ) from exc
+            raise OutcomeUnknown() from exc
 
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[Connection]:

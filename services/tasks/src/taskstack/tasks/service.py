@@ -1,9 +1,11 @@
 """What the task endpoints do, each in one database block: no FastAPI here.
 
 A read runs in a read block (autocommit: one statement, no BEGIN or COMMIT);
-a write in a write block, committed before the answer is built. A create with
-an Idempotency-Key claims the key, creates the task and stores the answer in
-one transaction (see ``idempotency``).
+a write that is one statement (INSERT/UPDATE/DELETE ... RETURNING) in a
+single-write block, which commits as it runs. A create with an
+Idempotency-Key claims the key, creates the task and stores the answer in
+one transaction, a write block (see ``idempotency``). Every write has
+committed before the answer is built.
 """
 
 import uuid
@@ -40,7 +42,10 @@ class TaskService:
     ) -> StoredResponse:
         """The 201 answer: a new task's, or, for a key seen before, the stored one."""
         keyed = IdempotentRequest.of(owner, idempotency_key, data) if idempotency_key else None
-        async with self.database.write() as connection:
+        # A keyed create claims its key, creates and remembers the answer in one
+        # transaction; a plain one is a single INSERT.
+        block = self.database.write() if keyed is not None else self.database.single_write()
+        async with block as connection:
             if keyed is not None and (
                 stored := await idempotency.replay_or_claim(connection, keyed)
             ):
@@ -82,7 +87,7 @@ class TaskService:
         if_match: EntityTags | None,
     ) -> EncodedTask:
         versions = if_match.versions_for_if_match() if if_match is not None else None
-        async with self.database.write() as connection:
+        async with self.database.single_write() as connection:
             row = await repository.update_fields(connection, owner, task_id, changes, versions)
         task = EncodedTask.of(row)
         count_completion(task)
@@ -92,14 +97,14 @@ class TaskService:
         self, owner: uuid.UUID, task_id: uuid.UUID, if_match: EntityTags | None
     ) -> None:
         versions = if_match.versions_for_if_match() if if_match is not None else None
-        async with self.database.write() as connection:
+        async with self.database.single_write() as connection:
             await repository.delete_one(connection, owner, task_id, versions)
         TASKS_DELETED.inc()
 
     async def delete_completed(self, owner: uuid.UUID, completed: bool) -> int:
         if not completed:
             raise BulkDeleteNeedsCompleted()
-        async with self.database.write() as connection:
+        async with self.database.single_write() as connection:
             deleted = await repository.delete_completed(connection, owner)
         TASKS_DELETED.inc(deleted)
         return deleted
