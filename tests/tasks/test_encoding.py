@@ -23,7 +23,8 @@ ZONES = (
 
 
 def row(**values: Any) -> tuple[Any, ...]:
-    """A row of TASK_COLUMNS, as psycopg gives it: priority as its rank."""
+    """A row of TASK_COLUMNS, as psycopg gives it: priority as its rank, and every time
+    in the same zone (the session's TimeZone)."""
     moment = datetime(2026, 3, 29, 1, 30, tzinfo=UTC)
     defaults: dict[str, Any] = {
         "title": "a task",
@@ -116,7 +117,8 @@ def test_any_storable_row_encodes_as_pydantic_does(
 
 
 def test_a_page_encodes_as_task_page_does() -> None:
-    rows = [row(), row(title="second", due_at=datetime(2026, 1, 1, tzinfo=ZONES[2]))]
+    paris = datetime(2026, 1, 1, 12, 30, 0, 7, tzinfo=ZONES[2])
+    rows = [row(), row(title="second", due_at=paris, created_at=paris, updated_at=paris)]
     for next_cursor, total in ((None, None), ("abc_-", 0), ("x", 12)):
         expected = TaskPage(
             items=[public(values) for values in rows], next_cursor=next_cursor, total=total

@@ -251,11 +251,14 @@ class _Pool:
 
     async def acquire(self) -> tuple[Connection, bool]:
         """A connection, and whether it is known to be live (new, or just checked)."""
-        try:
-            async with asyncio.timeout(self._acquire_timeout):
-                await self._slots.acquire()
-        except TimeoutError:
-            raise ServiceUnavailable("All database connections are busy.") from None
+        if self._slots.locked():
+            try:
+                async with asyncio.timeout(self._acquire_timeout):
+                    await self._slots.acquire()
+            except TimeoutError:
+                raise ServiceUnavailable("All database connections are busy.") from None
+        else:
+            await self._slots.acquire()  # a slot is free, and no one waits before us
         # A live connection (checked, or new) within the connect timeout, in all.
         now = time.monotonic()
         deadline = now + self._connect_timeout

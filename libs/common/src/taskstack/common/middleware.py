@@ -19,10 +19,9 @@ import random
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from opentelemetry import trace
-from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -99,10 +98,7 @@ class RequestHandling:
             if message["type"] == "http.response.start":
                 response_started = True
                 status = message["status"]
-                headers = MutableHeaders(scope=message)
-                headers["X-Request-ID"] = request_id
-                for name, value in SECURITY_HEADERS.items():
-                    headers.setdefault(name, value)
+                message["headers"] = _with_our_headers(message.get("headers", ()), request_id)
             await send(message)
 
         try:
@@ -192,6 +188,29 @@ class RequestHandling:
             histogram.observe(duration, exemplar={"trace_id": format(context.trace_id, "032x")})
         else:
             histogram.observe(duration)
+
+
+_SECURITY_RAW = tuple(
+    (name.lower().encode("latin-1"), value.encode("latin-1"))
+    for name, value in SECURITY_HEADERS.items()
+)
+
+
+def _with_our_headers(
+    headers: Iterable[tuple[bytes, bytes]], request_id: str
+) -> list[tuple[bytes, bytes]]:
+    """The response's headers with the request id (replacing one the app set) and every
+    security header the app did not set itself."""
+    raw: list[tuple[bytes, bytes]] = []
+    present: set[bytes] = set()
+    for name, value in headers:
+        if name == b"x-request-id":
+            continue
+        raw.append((name, value))
+        present.add(name)
+    raw.append((b"x-request-id", request_id.encode("latin-1")))
+    raw.extend(header for header in _SECURITY_RAW if header[0] not in present)
+    return raw
 
 
 def _request_id_and_length(scope: Scope) -> tuple[str, str | None]:

@@ -25,19 +25,33 @@ _DATETIMES = tuple(
     for index, name in enumerate(FIELDS)
     if name in ("completed_at", "due_at", "created_at", "updated_at")
 )
+_CREATED_AT = FIELDS.index("created_at")
 _PRIORITY_NAMES = {rank: Priority.from_rank(rank).value for rank in range(len(Priority))}
 _OPTIONS = orjson.OPT_UTC_Z
+
+
+# Zones whose offset is always zero: orjson writes their times with Z as they are.
+_UTC_KEYS = frozenset(
+    {"UTC", "Etc/UTC", "Etc/UCT", "Etc/Universal", "Etc/Zulu", "UCT", "Universal", "Zulu"}
+)
+
+
+def _in_utc(value: datetime) -> bool:
+    zone = value.tzinfo
+    return zone is UTC or getattr(zone, "key", None) in _UTC_KEYS
 
 
 def task_document(row: Sequence[Any]) -> dict[str, Any]:
     """A row as the dictionary the JSON encoder writes, keys in TaskPublic's order."""
     document = dict(zip(FIELDS, row, strict=True))
     document["priority"] = _PRIORITY_NAMES[row[_PRIORITY]]
-    for index, name in _DATETIMES:
-        value: datetime | None = row[index]
-        # psycopg answers in the session's TimeZone; the API always speaks UTC.
-        if value is not None and value.tzinfo is not UTC:
-            document[name] = value.astimezone(UTC)
+    # psycopg answers in the session's TimeZone, the same for every value of a
+    # row; the API always speaks UTC.
+    if not _in_utc(row[_CREATED_AT]):
+        for index, name in _DATETIMES:
+            value: datetime | None = row[index]
+            if value is not None:
+                document[name] = value.astimezone(UTC)
     return document
 
 

@@ -96,11 +96,29 @@ class TaskListParams(StrictModel):
 
     def fingerprint(self) -> str:
         """Identifies the filters and sort (not the page size), to bind cursors to the query."""
+        # Most pages are asked with the same few queries: computed once for each.
+        key = tuple(
+            tuple(value) if isinstance(value, list) else value
+            for name, value in self
+            if name not in _PAGING_FIELDS
+        )
+        fingerprint = _FINGERPRINTS.get(key)
+        if fingerprint is None:
+            fingerprint = self._fingerprint()
+            if len(_FINGERPRINTS) < _FINGERPRINTS_KEPT:
+                _FINGERPRINTS[key] = fingerprint
+        return fingerprint
+
+    def _fingerprint(self) -> str:
         query = self.model_dump(mode="json", exclude=set(_PAGING_FIELDS))
         query["priority"] = sorted(set(query["priority"]))
         query["tag"] = sorted(set(query["tag"]))
         canonical = json.dumps(query, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+_FINGERPRINTS: dict[tuple[Any, ...], str] = {}
+_FINGERPRINTS_KEPT = 1024
 
 
 @dataclass(frozen=True)
@@ -121,6 +139,7 @@ _AFTER_VALUE = "after_value"
 _COLUMN = {column.key: index for index, column in enumerate(TASK_COLUMNS)}
 
 
+@functools.cache
 def _order(sort: SortKey) -> _Order:
     descending = sort.startswith("-")
     key = sort.removeprefix("-")
