@@ -99,7 +99,7 @@ class TaskListParams(StrictModel):
         # Most pages are asked with the same few queries: computed once for each.
         key = tuple(
             tuple(value) if isinstance(value, list) else value
-            for name, value in self
+            for name, value in self.__dict__.items()
             if name not in _PAGING_FIELDS
         )
         fingerprint = _FINGERPRINTS.get(key)
