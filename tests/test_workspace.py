@@ -2,9 +2,13 @@
 the tools import the services, never the other way round."""
 
 import ast
+import inspect
 from pathlib import Path
 
 import pytest
+
+from taskstack.common import db
+from taskstack.common.db import Database
 
 ROOT = Path(__file__).parent.parent
 PACKAGES = {
@@ -43,7 +47,7 @@ def test_package_imports_only_what_it_may(name: str) -> None:
     assert imported <= MAY_IMPORT[name], imported - MAY_IMPORT[name]
 
 
-# ---- one transaction vocabulary (taskstack.common.db: Database.read() and .write())
+# ---- one transaction vocabulary (taskstack.common.db: Database.read(), .write(), .single_write())
 
 SERVICE_SOURCES = sorted(
     path
@@ -89,6 +93,22 @@ def transaction_escapes(source: Path) -> list[str]:
 def test_services_open_transactions_only_through_database_blocks() -> None:
     escapes = [escape for source in SERVICE_SOURCES for escape in transaction_escapes(source)]
     assert escapes == []
+
+
+VOCABULARY = {"read", "write", "single_write"}
+
+
+def test_the_vocabulary_is_three_blocks() -> None:
+    """Database's public blocks are exactly the verbs db.py's docstring table lists."""
+    blocks = {
+        name
+        for name, member in vars(Database).items()
+        if not name.startswith("_")
+        and inspect.isasyncgenfunction(getattr(member, "__wrapped__", None))
+    }
+    assert blocks == VOCABULARY
+    table = (db.__doc__ or "").split("\n\n", 2)[2]
+    assert {verb for verb in VOCABULARY if f"database.{verb}()" in table} == VOCABULARY
 
 
 def test_the_check_sees_a_transaction_opened_another_way(tmp_path: Path) -> None:

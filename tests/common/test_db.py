@@ -1,17 +1,20 @@
 """The request-scoped session commits once, rolls back on error, and survives transient faults."""
 
+import asyncio
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import psycopg
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, literal, select, text
 from sqlalchemy.engine import URL
 
+from taskstack.common import db
 from taskstack.common.db import is_transient
+from taskstack.common.settings import ServiceSettings
 from tests.common.conftest import count_notes
-from tests.common.demo import LOSE_CONNECTION_AT_COMMIT, Faults, demo_app
+from tests.common.demo import FAULT_SQL, LOSE_CONNECTION_AT_COMMIT, Faults, demo_app
 from tests.support.postgres import PostgresServer
 from tests.support.servers import serve
 from tests.support.tcp_proxy import tcp_proxy
@@ -79,7 +82,8 @@ def test_pooled_connections_the_server_ended_are_replaced_before_use(
     demo: httpx.Client, faults: Faults, clean_demo_database: URL
 ) -> None:
     # As after a database restart: every idle pooled connection is dead. The
-    # pool's pre-ping finds that out on checkout, so no request sees it.
+    # server said so on each before closing it, and the pool sees that on
+    # checkout (a poll of the socket, no round trip), so no request sees it.
     assert demo.post("/v1/demo/notes", json={"text": "before"}).status_code == 201
     engine = create_engine(clean_demo_database)
     with engine.connect() as conn:
@@ -133,8 +137,8 @@ def test_a_database_that_stops_answering_gives_503_within_the_connect_timeout(
     clean_demo_database: URL,
 ) -> None:
     # A hung server or a half-open connection: bytes go out, nothing comes back,
-    # and nothing tells the client. Getting a connection (pre-ping or connect)
-    # must give up on its own.
+    # and nothing tells the client. The first answer on a pooled connection, and
+    # a new connection, must be given up on within the connect timeout.
     with tcp_proxy(clean_demo_database) as proxy:
         app, _ = demo_app(proxy.url, database_pool_timeout=1, database_connect_timeout=1)
         with serve(app) as base_url, httpx.Client(base_url=base_url, timeout=40) as client:
@@ -157,11 +161,29 @@ def test_only_transient_database_errors_are_retried() -> None:
     assert not is_transient(ValueError("not a database error"))
 
 
+def _end_demo_connections(postgres: PostgresServer, url: URL) -> int:
+    """End every server process of the demo apps' pools, and wait until they are gone."""
+    query = (
+        "SELECT {} FROM pg_stat_activity "
+        "WHERE application_name = 'taskstack-demo' AND datname = current_database()"
+    )
+    with psycopg.connect(postgres.libpq(url), autocommit=True) as conn:
+        row = conn.execute(
+            query.format("count(*) FILTER (WHERE pg_terminate_backend(pid))")
+        ).fetchone()
+        assert row is not None
+        for _ in range(100):
+            left = conn.execute(query.format("count(*)")).fetchone()
+            if left is not None and left[0] == 0:
+                break
+            time.sleep(0.05)
+    return int(row[0])
+
+
 def test_connections_the_server_dropped_are_replaced_without_a_failed_request(
     clean_demo_database: URL, postgres: PostgresServer
 ) -> None:
-    """With pre-ping turned off, a dead pooled connection costs a replay, not an error."""
-    app, faults = demo_app(clean_demo_database, database_pool_size=4, database_pool_pre_ping=False)
+    app, faults = demo_app(clean_demo_database, database_pool_size=4)
     with serve(app) as base_url, ThreadPoolExecutor(4) as pool:
 
         def create(text: str) -> int:
@@ -170,16 +192,121 @@ def test_connections_the_server_dropped_are_replaced_without_a_failed_request(
             ).status_code
 
         assert set(pool.map(create, [f"warm {i}" for i in range(16)])) == {201}
-        with psycopg.connect(postgres.libpq(clean_demo_database), autocommit=True) as conn:
-            killed = conn.execute(
-                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
-                "WHERE application_name = 'taskstack-demo' AND datname = current_database()"
-            ).fetchone()
-        assert killed is not None and killed[0] >= 2
+        assert _end_demo_connections(postgres, clean_demo_database) >= 2
         faults.attempts = 0
         after = list(pool.map(create, [f"after {i}" for i in range(16)]))
     assert after == [201] * 16
-    # Dead connections failed attempts, which were replayed: no pre-ping found them.
-    # (The count of ended connections includes other demo apps' ones.)
-    assert 1 <= faults.attempts - 16 <= killed[0]
+    assert faults.attempts == 16  # each found a live connection on its first try
     assert count_notes(clean_demo_database) == 32
+
+
+def test_a_dead_connection_taken_unchecked_costs_a_replay_not_an_error(
+    clean_demo_database: URL, postgres: PostgresServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A connection the server ended without the pool noticing (its goodbye not
+    # yet arrived, say) fails on its first statement: the request is replayed
+    # on a new connection, and the client sees a success.
+    monkeypatch.setattr(db, "_has_input", lambda connection: False)
+    app, faults = demo_app(clean_demo_database, database_pool_size=1)
+    with serve(app) as base_url, httpx.Client(base_url=base_url, timeout=10) as client:
+        assert client.post("/v1/demo/notes", json={"text": "before"}).status_code == 201
+        assert _end_demo_connections(postgres, clean_demo_database) >= 1
+        faults.attempts = 0
+        assert client.post("/v1/demo/notes", json={"text": "after"}).status_code == 201
+    assert faults.attempts == 2  # the failed first try, and its replay
+    assert count_notes(clean_demo_database) == 2
+
+
+def test_a_pooled_connection_idle_past_the_threshold_is_checked_first(
+    clean_demo_database: URL, postgres: PostgresServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(db, "_has_input", lambda connection: False)
+    app, faults = demo_app(
+        clean_demo_database, database_pool_size=1, database_pool_check_idle_seconds=0
+    )
+    with serve(app) as base_url, httpx.Client(base_url=base_url, timeout=10) as client:
+        assert client.post("/v1/demo/notes", json={"text": "before"}).status_code == 201
+        assert _end_demo_connections(postgres, clean_demo_database) >= 1
+        faults.attempts = 0
+        assert client.post("/v1/demo/notes", json={"text": "after"}).status_code == 201
+    assert faults.attempts == 1  # the check found it dead: no replay was needed
+
+
+@pytest.mark.parametrize(
+    ("pooler", "pooler_prepares", "prepared"),
+    [(False, False, True), (True, False, False), (True, True, True)],
+)
+def test_statements_are_prepared_unless_a_pooler_cannot_keep_them(
+    clean_demo_database: URL, pooler: bool, pooler_prepares: bool, prepared: bool
+) -> None:
+    settings = ServiceSettings.model_validate(
+        {
+            "database_url": clean_demo_database.render_as_string(hide_password=False),
+            "database_transaction_pooler": pooler,
+            "database_pooler_prepared_statements": pooler_prepares,
+        }
+    )
+    statement = db.Statement.of(select(literal(1).label("one")))
+
+    async def prepared_here() -> int:
+        database = db.Database(settings, service="demo")
+        try:
+            async with database.read() as connection:
+                assert await db.fetch_one(connection, statement, {}) == (1,)
+                cursor = await connection.execute("SELECT count(*) FROM pg_prepared_statements")
+                row = await cursor.fetchone()
+        finally:
+            await database.close()
+        assert row is not None
+        return int(row[0])
+
+    assert (asyncio.run(prepared_here()) > 0) is prepared
+
+
+def _database(url: URL) -> db.Database:
+    settings = ServiceSettings.model_validate(
+        {"database_url": url.render_as_string(hide_password=False)}
+    )
+    return db.Database(settings, service="demo")
+
+
+def test_a_single_write_commits_as_it_runs_with_no_transaction_around_it(
+    clean_demo_database: URL,
+) -> None:
+    async def write_one() -> tuple[bool, psycopg.pq.TransactionStatus]:
+        database = _database(clean_demo_database)
+        try:
+            async with database.single_write() as connection:
+                await connection.execute(
+                    "INSERT INTO demo.note (id, text, version) VALUES (gen_random_uuid(), 'x', 1)"
+                )
+                return connection.autocommit, connection.info.transaction_status
+        finally:
+            await database.close()
+
+    autocommit, status = asyncio.run(write_one())
+    assert autocommit and status is psycopg.pq.TransactionStatus.IDLE
+    assert count_notes(clean_demo_database) == 1
+
+
+def test_a_connection_lost_during_a_single_write_is_an_unknown_outcome_not_a_replay(
+    clean_demo_database: URL,
+) -> None:
+    async def lose_it(fault: str) -> BaseException:
+        database = _database(clean_demo_database)
+        try:
+            async with database.single_write() as connection:
+                await connection.execute(fault)
+        except Exception as exc:
+            return exc
+        finally:
+            await database.close()
+        raise AssertionError("the fault did not fail")
+
+    lost = asyncio.run(lose_it("SELECT pg_terminate_backend(pg_backend_pid())"))
+    assert isinstance(lost, db.OutcomeUnknown) and not is_transient(lost)
+    assert "may or may not have been applied" in str(lost.detail)
+    # A statement the server rolled back for certain is replayed as usual.
+    rolled_back = asyncio.run(lose_it(FAULT_SQL["serialization"]))
+    assert isinstance(rolled_back, psycopg.errors.SerializationFailure)
+    assert is_transient(rolled_back)

@@ -114,3 +114,12 @@ def test_migrations_use_the_direct_url_when_given() -> None:
     )
     assert pooled.migration_database.host == "ep-x.neon.tech"
     assert settings().migration_database.host == "h"
+
+
+def test_the_pool_check_threshold_is_seconds_and_zero_means_always() -> None:
+    assert settings().database_pool_check_idle_seconds == 30.0
+    assert settings(database_pool_check_idle_seconds="0").database_pool_check_idle_seconds == 0.0
+    with pytest.raises(ValidationError):
+        settings(database_pool_check_idle_seconds=-1)
+    # The round trip before every checkout it replaces is gone, not silently ignored.
+    assert "database_pool_pre_ping" not in ServiceSettings.model_fields

@@ -54,8 +54,20 @@ def tasks_settings(database: URL, jwks_url: str, **overrides: object) -> TasksSe
 
 
 @pytest.fixture(scope="module")
-def tasks_url(migrated_database: URL, jwks_url: str) -> Iterator[str]:
-    with serve(create_app(tasks_settings(migrated_database, jwks_url))) as base_url:
+def tasks_front() -> bool:
+    """TASKS_FRONT of the module's app. A module whose requests TaskFront may answer
+    overrides it with a ``both_entries`` fixture, and so runs against both entries."""
+    return True
+
+
+# TASKS_FRONT on and off: TaskFront and the FastAPI routes.
+both_entries = pytest.fixture(scope="module", params=[True, False], ids=["front", "routes"])
+
+
+@pytest.fixture(scope="module")
+def tasks_url(migrated_database: URL, jwks_url: str, tasks_front: bool) -> Iterator[str]:
+    settings = tasks_settings(migrated_database, jwks_url, tasks_front=tasks_front)
+    with serve(create_app(settings)) as base_url:
         yield base_url
 
 

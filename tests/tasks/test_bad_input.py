@@ -7,7 +7,14 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.tasks.conftest import Database, UserClient, new_task
+from tests.tasks.conftest import Database, UserClient, both_entries, new_task
+
+
+@both_entries
+def tasks_front(request: pytest.FixtureRequest) -> bool:
+    """Every test here runs against both entries: TaskFront and the FastAPI routes."""
+    return bool(request.param)
+
 
 PROBLEM = "application/problem+json"
 

@@ -2,7 +2,13 @@
 
 import pytest
 
-from tests.tasks.conftest import Database, UserClient, new_task
+from tests.tasks.conftest import Database, UserClient, both_entries, new_task
+
+
+@both_entries
+def tasks_front(request: pytest.FixtureRequest) -> bool:
+    """Every test here runs against both entries: TaskFront and the FastAPI routes."""
+    return bool(request.param)
 
 
 @pytest.mark.parametrize("method", ["GET", "PUT", "PATCH", "DELETE"])

@@ -9,7 +9,14 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from taskstack.tasks.listing import SortKey
-from tests.tasks.conftest import UserClient, new_task
+from tests.tasks.conftest import UserClient, both_entries, new_task
+
+
+@both_entries
+def tasks_front(request: pytest.FixtureRequest) -> bool:
+    """Every test here runs against both entries: TaskFront and the FastAPI routes."""
+    return bool(request.param)
+
 
 Task = dict[str, Any]
 

@@ -6,7 +6,13 @@ import uuid
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tests.tasks.conftest import Api, Database, UserClient, new_task
+from tests.tasks.conftest import Api, Database, UserClient, both_entries, new_task
+
+
+@both_entries
+def tasks_front(request: pytest.FixtureRequest) -> bool:
+    """Every test here runs against both entries: TaskFront and the FastAPI routes."""
+    return bool(request.param)
 
 
 def test_create_answers_201_with_location_and_etag(alice: UserClient, db: Database) -> None:

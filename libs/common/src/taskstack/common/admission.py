@@ -34,7 +34,7 @@ from taskstack.common.metrics import (
     ADMISSION_RETRY_AFTER,
     INFRASTRUCTURE_PATHS,
 )
-from taskstack.common.middleware import _REQUEST_ID, SECURITY_HEADERS
+from taskstack.common.middleware import REQUEST_ID_PATTERN, SECURITY_HEADERS
 from taskstack.common.settings import ServiceSettings
 
 logger = logging.getLogger("taskstack.admission")
@@ -84,7 +84,7 @@ def request_id_of(headers: Iterable[tuple[bytes, bytes]]) -> str:
     for name, value in headers:
         if name == b"x-request-id":
             incoming = value.decode("latin-1")
-            if _REQUEST_ID.fullmatch(incoming):
+            if REQUEST_ID_PATTERN.fullmatch(incoming):
                 return incoming
             break
     return uuid.uuid4().hex

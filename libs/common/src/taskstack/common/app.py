@@ -23,12 +23,7 @@ from taskstack.common.errors import (
 from taskstack.common.health import ReadinessCheck, health_router
 from taskstack.common.logging import configure_logging
 from taskstack.common.metrics import BUILD_INFO, metrics_router
-from taskstack.common.middleware import (
-    BodySizeLimitMiddleware,
-    HeadMiddleware,
-    RequestContextMiddleware,
-    TransientRetryMiddleware,
-)
+from taskstack.common.middleware import HeadMiddleware, RequestHandling
 from taskstack.common.settings import ServiceSettings
 from taskstack.common.telemetry import instrument_app, tracer_provider
 
@@ -105,13 +100,13 @@ def create_service_app(
         app.add_middleware(inner.cls, *inner.args, **inner.kwargs)
     app.add_middleware(HeadMiddleware)
     app.add_middleware(
-        TransientRetryMiddleware,
+        RequestHandling,
         service=name,
+        access_log=settings.access_log,
+        max_body_bytes=settings.max_body_bytes,
         attempts=TRANSIENT_RETRY_ATTEMPTS,
         budget=settings.database_pool_timeout,
     )
-    app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes)
-    app.add_middleware(RequestContextMiddleware, service=name, access_log=settings.access_log)
     if settings.cors_allowed_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -7,7 +7,11 @@ fails if a service opens a connection or a transaction any other way):
 ``async with database.read() as c``    a connection in autocommit: each statement is its own
                                        transaction, no BEGIN or COMMIT round trip. For reads.
 ``async with database.write() as c``   one transaction: committed when the block ends, rolled
-                                       back if it raises. For every write.
+                                       back if it raises. For a write of several statements.
+``async with database.single_write()   a connection in autocommit, for a write that is one
+as c``                                 statement (INSERT/UPDATE/DELETE ... RETURNING, and
+                                       reads after it): it commits on its own, with no BEGIN
+                                       or COMMIT round trip.
 several blocks, one after the other    each its own short transaction: for a flow that must
                                        not hold a connection while it waits (auth hashes
                                        passwords between blocks).
@@ -24,6 +28,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import select
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager
@@ -33,7 +38,7 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg import AsyncConnection
 from psycopg.conninfo import make_conninfo
-from psycopg.errors import QueryCanceled, TransactionRollback
+from psycopg.errors import QueryCanceled
 from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 from sqlalchemy.engine import URL
 from sqlalchemy.sql import ClauseElement
@@ -86,21 +91,91 @@ class Statement:
 async def fetch_one(
     connection: Connection, statement: Statement, values: Mapping[str, Any]
 ) -> tuple[Any, ...] | None:
-    cursor = await connection.execute(statement.sql, statement.values(values))
+    cursor = await _execute(
+        connection, statement.sql, statement.values(values), prepare=True, binary=True
+    )
     return await cursor.fetchone()
 
 
 async def fetch_all(
     connection: Connection, statement: Statement, values: Mapping[str, Any]
 ) -> list[tuple[Any, ...]]:
-    cursor = await connection.execute(statement.sql, statement.values(values))
+    cursor = await _execute(
+        connection, statement.sql, statement.values(values), prepare=True, binary=True
+    )
     return await cursor.fetchall()
 
 
 async def execute(connection: Connection, statement: Statement, values: Mapping[str, Any]) -> int:
     """Run a statement for its effect; the number of rows it touched."""
-    cursor = await connection.execute(statement.sql, statement.values(values))
+    cursor = await _execute(connection, statement.sql, statement.values(values), prepare=True)
     return cursor.rowcount
+
+
+# Pooled connections handed out without a liveness check, and how long their first
+# statement may wait for an answer (see Database._connection).
+_UNCHECKED: dict[Connection, float] = {}
+
+
+async def _execute(
+    connection: Connection,
+    sql: str,
+    values: Mapping[str, Any] | None = None,
+    *,
+    prepare: bool | None = None,
+    binary: bool = False,
+) -> "psycopg.AsyncCursor[tuple[Any, ...]]":
+    """Run ``sql``. A compiled Statement is run again and again: it is prepared on its
+    first run (``prepare=True``), where the connection allows prepared statements.
+    Rows are fetched in binary (``binary=True``): the same Python values, parsed with
+    less work than their text."""
+    call = connection.execute(sql, values, prepare=prepare, binary=binary)
+    seconds = _UNCHECKED.pop(connection, None)
+    if seconds is None:
+        return await call
+    return await _answered_within(seconds, call)
+
+
+async def _answered_within(seconds: float, call: Awaitable[T]) -> T:
+    """``call``'s result, or OperationalError when the server has not answered within
+    ``seconds``: a server that stopped answering without closing the connection (a
+    hung server, a half-open connection) must not hold a request, or a pool slot,
+    forever.
+
+    A timer rather than a task of its own, since it runs on most requests. On
+    expiry it interrupts the request's task as psycopg expects: once (psycopg
+    asks the server to cancel the statement), and again shortly after (psycopg
+    then closes the connection at once, and the pool drops it).
+    """
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    interruptions = 0
+    timer: asyncio.TimerHandle
+
+    def interrupt() -> None:
+        nonlocal interruptions, timer
+        interruptions += 1
+        task.cancel()
+        if interruptions == 1:
+            timer = loop.call_later(_SECOND_INTERRUPTION, interrupt)
+
+    timer = loop.call_later(max(seconds, 0.0), interrupt)
+    try:
+        return await call
+    except asyncio.CancelledError:
+        if not interruptions:
+            raise
+        for _ in range(interruptions):
+            task.uncancel()
+        if task.cancelling():
+            raise  # cancelled from outside as well: that cancellation wins
+        raise psycopg.OperationalError("the database did not answer in time") from None
+    finally:
+        timer.cancel()
+
+
+_SECOND_INTERRUPTION = 0.1
 
 
 class DatabaseUnreachable(RuntimeError):
@@ -147,6 +222,12 @@ class _Pool:
     timeout, and a failure is the request's own (replayed, or a 503). Waiting
     for a free slot is first come, first served (asyncio's semaphore), and
     bounded by the acquire timeout.
+
+    A pooled connection is checked with a round trip only when it has been idle
+    longer than ``check_idle`` seconds (0: always), or when the server has
+    sent something while it was idle (a healthy idle connection hears nothing;
+    a server that ended it sent why, then closed it). Seeing that costs a poll
+    of the socket, not a round trip.
     """
 
     def __init__(
@@ -157,7 +238,8 @@ class _Pool:
         limit: int,
         acquire_timeout: float,
         connect_timeout: float,
-        check: Callable[[Connection, float], Awaitable[None]] | None,
+        check: Callable[[Connection, float], Awaitable[None]],
+        check_idle: float,
     ):
         self._connect = connect
         self.keep = keep
@@ -165,8 +247,9 @@ class _Pool:
         self._acquire_timeout = acquire_timeout
         self._connect_timeout = connect_timeout
         self._check = check
+        self._check_idle = check_idle
         self._slots = asyncio.Semaphore(limit)
-        self._idle: list[Connection] = []
+        self._idle: list[tuple[Connection, float]] = []  # and when each was released
         self.open_connections = 0
         self._closed = False
 
@@ -174,27 +257,33 @@ class _Pool:
     def idle(self) -> int:
         return len(self._idle)
 
-    async def acquire(self) -> Connection:
-        try:
-            async with asyncio.timeout(self._acquire_timeout):
-                await self._slots.acquire()
-        except TimeoutError:
-            raise ServiceUnavailable("All database connections are busy.") from None
+    async def acquire(self) -> tuple[Connection, bool]:
+        """A connection, and whether it is known to be live (new, or just checked)."""
+        if self._slots.locked():
+            try:
+                async with asyncio.timeout(self._acquire_timeout):
+                    await self._slots.acquire()
+            except TimeoutError:
+                raise ServiceUnavailable("All database connections are busy.") from None
+        else:
+            await self._slots.acquire()  # a slot is free, and no one waits before us
         # A live connection (checked, or new) within the connect timeout, in all.
-        deadline = time.monotonic() + self._connect_timeout
+        now = time.monotonic()
+        deadline = now + self._connect_timeout
         try:
             while self._idle:
-                connection = self._idle.pop()  # the most recently used: likeliest alive
-                if self._check is not None:
-                    try:
-                        await self._check(connection, deadline - time.monotonic())
-                    except psycopg.Error:
-                        await self._discard(connection)
-                        continue
-                return connection
+                connection, released = self._idle.pop()  # the most recently used
+                if now - released < self._check_idle and not _has_input(connection):
+                    return connection, False
+                try:
+                    await self._check(connection, deadline - time.monotonic())
+                except psycopg.Error:
+                    await self._discard(connection)
+                    continue
+                return connection, True
             connection = await self._connect(deadline - time.monotonic())
             self.open_connections += 1
-            return connection
+            return connection, True
         except BaseException:
             self._slots.release()
             raise
@@ -208,7 +297,7 @@ class _Pool:
                 and len(self._idle) < self.keep
             )
             if reusable:
-                self._idle.append(connection)
+                self._idle.append((connection, time.monotonic()))
             else:
                 await self._discard(connection)
         finally:
@@ -222,7 +311,36 @@ class _Pool:
     async def close(self) -> None:
         self._closed = True
         while self._idle:
-            await self._discard(self._idle.pop())
+            await self._discard(self._idle.pop()[0])
+
+
+def _has_input(connection: Connection) -> bool:
+    """Whether the server has sent anything on this idle connection (or closed it)."""
+    try:
+        readable, _, _ = select.select([connection.pgconn.socket], [], [], 0)
+    except (psycopg.Error, OSError, ValueError):
+        return True  # no usable socket: let the check find out
+    return bool(readable)
+
+
+# Class 40 (transaction rollback), but not 40003, "statement completion unknown".
+_ROLLED_BACK = frozenset({"40000", "40001", "40002", "40P01"})
+
+
+def _rolled_back(exc: psycopg.Error) -> bool:
+    """Whether the server says it rolled the transaction back (a serialization failure,
+    a deadlock): then nothing was applied. psycopg's TransactionRollback class is not
+    the parent of SerializationFailure or DeadlockDetected, so the code decides."""
+    return exc.sqlstate in _ROLLED_BACK
+
+
+class OutcomeUnknown(ServiceUnavailable):
+    """The connection was lost while a write committed: whether it did is unknown."""
+
+    default_detail = (
+        "The database connection was lost while committing; "
+        "the change may or may not have been applied."
+    )
 
 
 class Database:
@@ -236,9 +354,10 @@ class Database:
             "connect_timeout": settings.database_connect_timeout,
             "application_name": f"taskstack-{service}",
         }
-        if settings.uses_transaction_pooler:
-            # A transaction-mode pooler (PgBouncer, Neon's pooled endpoint) hands
-            # each transaction to any server connection: no prepared statements.
+        if settings.uses_transaction_pooler and not settings.database_pooler_prepared_statements:
+            # A transaction-mode pooler hands each transaction to any server
+            # connection: a statement prepared on one is unknown to the next, unless
+            # the pooler tracks protocol-level prepared statements itself.
             self._connect_kwargs["prepare_threshold"] = None
         self._connect_timeout = settings.database_connect_timeout
         self._startup_timeout = settings.database_startup_timeout
@@ -250,7 +369,8 @@ class Database:
             limit=settings.database_pool_size + settings.database_max_overflow,
             acquire_timeout=settings.database_pool_timeout,
             connect_timeout=settings.database_connect_timeout,
-            check=self._check if settings.database_pool_pre_ping else None,
+            check=self._check,
+            check_idle=settings.database_pool_check_idle_seconds,
         )
         self._wait = DB_POOL_WAIT.labels(service)
         self._connection_errors = DB_CONNECTION_ERRORS.labels(service)
@@ -282,7 +402,7 @@ class Database:
     async def write(self) -> AsyncIterator[Connection]:
         """One transaction: committed when the block ends, rolled back when it raises."""
         async with self._connection() as connection:
-            await connection.execute("BEGIN")
+            await _execute(connection, "BEGIN")
             try:
                 yield connection
             except BaseException:
@@ -293,25 +413,42 @@ class Database:
                 raise
             await self._commit(connection)
 
+    @asynccontextmanager
+    async def single_write(self) -> AsyncIterator[Connection]:
+        """A connection in autocommit mode for a write that is one statement.
+
+        The statement commits as it runs. A connection lost while it runs leaves
+        unknown whether it did, as a lost COMMIT does: a 503 that says so, never a
+        replay that could apply it twice. Getting the connection, and a statement
+        the server rolled back (a deadlock), are replayed as usual.
+        """
+        async with self._connection() as connection:
+            try:
+                yield connection
+            except psycopg.OperationalError as exc:
+                if _rolled_back(exc) or isinstance(exc, QueryCanceled):
+                    raise
+                raise OutcomeUnknown() from exc
+
     async def _commit(self, connection: Connection) -> None:
         try:
             await connection.execute("COMMIT")
-        except TransactionRollback:
-            raise  # rolled back for certain: a replay of the request is safe
         except psycopg.OperationalError as exc:
+            if _rolled_back(exc):
+                raise  # rolled back for certain: a replay of the request is safe
             # Not replayed: a write that may have landed could be applied twice.
-            raise ServiceUnavailable(
-                "The database connection was lost while committing; "
-                "the change may or may not have been applied."
-            ) from exc
+            raise OutcomeUnknown() from exc
 
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[Connection]:
         started = time.perf_counter()
         try:
-            connection = await self.pool.acquire()
+            connection, live = await self.pool.acquire()
         finally:
             self._wait.observe(time.perf_counter() - started)
+        if not live:
+            # Not checked: its first answer is awaited as long as a check would be.
+            _UNCHECKED[connection] = self._connect_timeout
         try:
             yield connection
         except psycopg.OperationalError:
@@ -319,6 +456,7 @@ class Database:
                 self._connection_errors.inc()
             raise
         finally:
+            _UNCHECKED.pop(connection, None)
             await self.pool.release(connection)
 
     async def _check(self, connection: Connection, seconds: float) -> None:

@@ -1,11 +1,16 @@
 """The pure-ASGI middleware every service runs (outermost first).
 
-- RequestContextMiddleware: request id, baseline security headers, access log,
-  and the catch-all 500 (so even that answer carries the request id).
-- BodySizeLimitMiddleware: 413 before a body is parsed. Starlette's limiter
-  answers in text/plain, which would be the one non-problem error.
-- TransientRetryMiddleware: replays the whole request, and so its whole
-  transaction, after a transient database failure; 503 when they persist.
+- RequestHandling: what every request needs, in one layer (each layer wraps
+  every request and every message of it):
+
+  - a request id, the baseline security headers, the request metrics and
+    access log, and the catch-all 500 (so even that answer carries the id);
+  - 413 before a body is parsed (Starlette's limiter answers in text/plain,
+    which would be the one non-problem error);
+  - replaying the whole request, and so its whole transaction, after a
+    transient database failure, within a time budget; 503 when they persist.
+
+- HeadMiddleware: HEAD on every GET route.
 """
 
 import asyncio
@@ -14,9 +19,9 @@ import random
 import re
 import time
 import uuid
+from collections.abc import Callable, Iterable
 
 from opentelemetry import trace
-from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -35,7 +40,7 @@ from taskstack.common.metrics import (
 
 logger = logging.getLogger("taskstack.request")
 
-_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
+REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,128}")
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
@@ -46,19 +51,40 @@ SECURITY_HEADERS = {
 }
 
 
-class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, *, service: str, access_log: bool) -> None:
+class RequestHandling:
+    """Request id, security headers, metrics, access log, body limit and replay.
+
+    A replay happens only before the response has started, at most
+    ``attempts`` times and never past ``budget`` seconds in all, so a
+    database outage still answers fast. The body is recorded as the first
+    attempt reads it (bounded by the body limit) and replayed.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        service: str,
+        access_log: bool,
+        max_body_bytes: int,
+        attempts: int,
+        budget: float,
+    ) -> None:
         self.app = app
         self.service = service
         self.access_log = access_log
+        self.max_body_bytes = max_body_bytes
+        self.attempts = attempts
+        self.budget = budget
         self.in_progress = HTTP_REQUESTS_IN_PROGRESS.labels(service)
+        self.retries = DB_TRANSIENT_RETRIES.labels(service)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        incoming = Headers(scope=scope).get("x-request-id", "")
-        request_id = incoming if _REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
+        incoming, declared = _request_id_and_length(scope)
+        request_id = incoming if REQUEST_ID_PATTERN.fullmatch(incoming) else uuid.uuid4().hex
         token = request_id_var.set(request_id)
         started = time.perf_counter()
         status = 500
@@ -72,14 +98,14 @@ class RequestContextMiddleware:
             if message["type"] == "http.response.start":
                 response_started = True
                 status = message["status"]
-                headers = MutableHeaders(scope=message)
-                headers["X-Request-ID"] = request_id
-                for name, value in SECURITY_HEADERS.items():
-                    headers.setdefault(name, value)
+                message["headers"] = _with_our_headers(message.get("headers", ()), request_id)
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_headers)
+            if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+                await problem_response(413, self._too_large())(scope, receive, send_with_headers)
+            else:
+                await self._attempts(scope, receive, send_with_headers, lambda: response_started)
         except Exception:
             logger.exception("unhandled error")
             if response_started:
@@ -107,28 +133,13 @@ class RequestContextMiddleware:
                 )
             request_id_var.reset(token)
 
-    def _observe(self, method: str, route: str, status: int, duration: float) -> None:
-        histogram = HTTP_REQUEST_DURATION.labels(self.service, route, method_label(method), status)
-        context = trace.get_current_span().get_span_context()
-        if context.is_valid and context.trace_flags.sampled:
-            histogram.observe(duration, exemplar={"trace_id": format(context.trace_id, "032x")})
-        else:
-            histogram.observe(duration)
-
-
-class BodySizeLimitMiddleware:
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
-        self.app = app
-        self.max_body_bytes = max_body_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = Headers(scope=scope).get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-            await problem_response(413, self._detail())(scope, receive, send)
-            return
+    async def _attempts(
+        self, scope: Scope, receive: Receive, send: Send, response_started: Callable[[], bool]
+    ) -> None:
+        """Run the request; replay it after a transient database failure."""
+        deadline = time.monotonic() + self.budget
+        original_scope = dict(scope)
+        recorded: list[Message] = []
         received = 0
 
         async def limited_receive() -> Message:
@@ -138,57 +149,17 @@ class BodySizeLimitMiddleware:
                 received += len(message.get("body", b""))
                 if received > self.max_body_bytes:
                     # An HTTPException passes FastAPI's body reader untouched.
-                    raise HTTPException(413, self._detail())
-            return message
-
-        await self.app(scope, limited_receive, send)
-
-    def _detail(self) -> str:
-        return f"The request body is larger than {self.max_body_bytes} bytes."
-
-
-class TransientRetryMiddleware:
-    """Replays a request whose transaction failed transiently, within a time budget.
-
-    Only before the response has started, and never past ``budget`` seconds in
-    all, so a database outage still answers fast. The body is recorded as the
-    first attempt reads it (bounded by the body size limit) and replayed.
-    """
-
-    def __init__(self, app: ASGIApp, *, service: str, attempts: int, budget: float) -> None:
-        self.app = app
-        self.attempts = attempts
-        self.budget = budget
-        self.retries = DB_TRANSIENT_RETRIES.labels(service)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        deadline = time.monotonic() + self.budget
-        original_scope = dict(scope)
-        recorded: list[Message] = []
-
-        async def recording_receive() -> Message:
-            message = await receive()
-            if message["type"] == "http.request":
+                    raise HTTPException(413, self._too_large())
                 recorded.append(message)
             return message
 
-        attempt_receive: Receive = recording_receive
+        attempt_receive: Receive = limited_receive
         for attempt in range(1, self.attempts + 1):
-            response_started = False
-
-            async def tracking_send(message: Message) -> None:
-                nonlocal response_started
-                response_started = response_started or message["type"] == "http.response.start"
-                await send(message)
-
             try:
-                await self.app(scope, attempt_receive, tracking_send)
+                await self.app(scope, attempt_receive, send)
                 return
             except Exception as exc:
-                if response_started or not is_transient(exc):
+                if response_started() or not is_transient(exc):
                     raise
                 delay = random.uniform(0, 0.05 * 2**attempt)  # noqa: S311 - jitter, not crypto
                 if attempt == self.attempts or time.monotonic() + delay > deadline:
@@ -205,7 +176,53 @@ class TransientRetryMiddleware:
                 # Routing mutates the scope in place; start the replay from the original.
                 scope.clear()
                 scope.update(original_scope)
-                attempt_receive = replay(recorded, recording_receive)
+                attempt_receive = replay(recorded, limited_receive)
+
+    def _too_large(self) -> str:
+        return f"The request body is larger than {self.max_body_bytes} bytes."
+
+    def _observe(self, method: str, route: str, status: int, duration: float) -> None:
+        histogram = HTTP_REQUEST_DURATION.labels(self.service, route, method_label(method), status)
+        context = trace.get_current_span().get_span_context()
+        if context.is_valid and context.trace_flags.sampled:
+            histogram.observe(duration, exemplar={"trace_id": format(context.trace_id, "032x")})
+        else:
+            histogram.observe(duration)
+
+
+_SECURITY_RAW = tuple(
+    (name.lower().encode("latin-1"), value.encode("latin-1"))
+    for name, value in SECURITY_HEADERS.items()
+)
+
+
+def _with_our_headers(
+    headers: Iterable[tuple[bytes, bytes]], request_id: str
+) -> list[tuple[bytes, bytes]]:
+    """The response's headers with the request id (replacing one the app set) and every
+    security header the app did not set itself."""
+    raw: list[tuple[bytes, bytes]] = []
+    present: set[bytes] = set()
+    for name, value in headers:
+        if name == b"x-request-id":
+            continue
+        raw.append((name, value))
+        present.add(name)
+    raw.append((b"x-request-id", request_id.encode("latin-1")))
+    raw.extend(header for header in _SECURITY_RAW if header[0] not in present)
+    return raw
+
+
+def _request_id_and_length(scope: Scope) -> tuple[str, str | None]:
+    """The first X-Request-ID and Content-Length of the request, in one pass."""
+    request_id: str | None = None
+    length: str | None = None
+    for name, value in scope["headers"]:
+        if name == b"x-request-id" and request_id is None:
+            request_id = value.decode("latin-1")
+        elif name == b"content-length" and length is None:
+            length = value.decode("latin-1")
+    return request_id or "", length
 
 
 def replay(messages: list[Message], then: Receive) -> Receive:

@@ -52,17 +52,19 @@ class ServiceSettings(BaseSettings):
     database_max_overflow: int = Field(default=0, ge=0, le=200)
     database_pool_timeout: float = Field(default=5.0, gt=0, le=60)
     database_connect_timeout: int = Field(default=5, ge=1, le=60)
-    # Test each pooled connection with a round trip before every checkout, so
-    # that getting a connection is bounded by the connect timeout even when the
-    # server stopped answering without closing it (a hung server, a half-open
-    # connection). Turning it off saves that round trip on every request; a
-    # connection the server closed then costs its request a replay
-    # (TransientRetryMiddleware), but a silent one is only noticed by the first
-    # statement.
-    database_pool_pre_ping: bool = True
+    # A pooled connection idle longer than this is checked with a round trip before a
+    # request uses it; 0 checks every time. One idle for less is used unchecked (its
+    # first statement waits at most DATABASE_CONNECT_TIMEOUT for an answer), unless
+    # the server has sent something on it meanwhile, as it does when it ends one.
+    database_pool_check_idle_seconds: float = Field(default=30.0, ge=0, le=3_600)
     database_startup_timeout: float = Field(default=30.0, ge=0, le=600)
     # None: detect from the host name (Neon's pooled endpoints contain "-pooler").
     database_transaction_pooler: bool | None = None
+    # Behind a transaction-mode pooler, statements are prepared only when this says the
+    # pooler supports protocol-level prepared statements (PgBouncer 1.21 or later with
+    # max_prepared_statements set; Neon's pooled endpoints do). Direct connections
+    # always prepare the statements they run again and again.
+    database_pooler_prepared_statements: bool = False
 
     # Access tokens: the auth service issues them with these values, every
     # service checks them exactly.

@@ -19,6 +19,7 @@ from cachetools import TLRUCache
 from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
+from fastapi.security.base import SecurityBase
 
 from taskstack.common.errors import Unauthorized
 from taskstack.common.jwks import ALGORITHM, KID, KeySet
@@ -161,14 +162,18 @@ def token_verifier(settings: ServiceSettings, keys: KeySet) -> TokenVerifier:
     )
 
 
-# Documents the bearer scheme in OpenAPI (Swagger UI's Authorize button runs the
-# password grant against the auth service); the check itself is ours.
-_bearer = OAuth2PasswordBearer(tokenUrl=TOKEN_PATH, auto_error=False)
+def bearer_token(authorization: str) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` value, read as FastAPI's
+    OAuth2PasswordBearer reads it; None for another scheme or none."""
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return token.strip()
 
 
-async def _current_token(
-    request: Request, token: Annotated[str | None, Depends(_bearer)]
-) -> AccessToken:
+async def authenticate(request: Request) -> AccessToken:
+    """The request's verified access token; 401 when it is missing or refused."""
+    token = bearer_token(request.headers.get("authorization", ""))
     if not token:
         raise Unauthorized("An access token is required.", error=None)
     verifier: TokenVerifier = request.app.state.token_verifier
@@ -180,4 +185,24 @@ async def _current_token(
         raise Unauthorized("The access token is invalid or has expired.") from None
 
 
-CurrentToken = Annotated[AccessToken, Depends(_current_token)]
+class BearerScheme(SecurityBase):
+    """A dependency that authenticates the request, documented in OpenAPI as the bearer
+    scheme (Swagger UI's Authorize button runs the password grant against auth).
+
+    One dependency, not FastAPI's scheme with a checking dependency chained on
+    it: each link of a chain is resolved on every request. A subclass's
+    ``__call__(request)`` calls ``authenticate`` and returns what its routes need.
+    """
+
+    def __init__(self) -> None:
+        documented = OAuth2PasswordBearer(tokenUrl=TOKEN_PATH)
+        self.model = documented.model
+        self.scheme_name = documented.scheme_name
+
+
+class _CurrentToken(BearerScheme):
+    async def __call__(self, request: Request) -> AccessToken:
+        return await authenticate(request)
+
+
+CurrentToken = Annotated[AccessToken, Depends(_CurrentToken())]

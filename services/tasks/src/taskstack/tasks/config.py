@@ -19,6 +19,9 @@ class TasksSettings(ServiceSettings):
     )
     # How long an Idempotency-Key is remembered; clients may retry within it.
     tasks_idempotency_hours: int = Field(default=24, ge=24, le=24 * 30)
+    # Answer the plain first page and a plain get before the framework (front.py);
+    # off, every request goes through the FastAPI routes (the answers are the same).
+    tasks_front: bool = True
 
     @field_validator("tasks_cursor_secret")
     @classmethod

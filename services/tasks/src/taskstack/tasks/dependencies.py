@@ -9,7 +9,7 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Path, Request
 
-from taskstack.common.tokens import CurrentToken
+from taskstack.common.tokens import BearerScheme, authenticate
 from taskstack.tasks.etags import EntityTags, parse_entity_tags
 from taskstack.tasks.service import TaskService
 
@@ -22,12 +22,13 @@ async def _tasks(request: Request) -> TaskService:
 TaskServiceDep = Annotated[TaskService, Depends(_tasks)]
 
 
-async def _owner(token: CurrentToken) -> uuid.UUID:
-    # The token's subject is the owner: never the body, never a user lookup.
-    return token.subject
+class _Owner(BearerScheme):
+    async def __call__(self, request: Request) -> uuid.UUID:
+        # The token's subject is the owner: never the body, never a user lookup.
+        return (await authenticate(request)).subject
 
 
-OwnerId = Annotated[uuid.UUID, Depends(_owner)]
+OwnerId = Annotated[uuid.UUID, Depends(_Owner())]
 
 TaskId = Annotated[uuid.UUID, Path(description="The task's id (a UUID; anything else is a 422).")]
 

@@ -43,7 +43,7 @@ class StoredResponse:
     """What a keyed POST answered: replayed as it was for every retry with the same key."""
 
     status: int
-    body: str
+    body: bytes
     headers: dict[str, str]
 
 
@@ -121,7 +121,7 @@ async def replay_or_claim(
     request_hash, status, body, headers = row
     if request_hash != request.request_hash:
         raise IdempotencyKeyReused()
-    return StoredResponse(status, body, {**headers, REPLAYED_HEADER: "true"})
+    return StoredResponse(status, body.encode(), {**headers, REPLAYED_HEADER: "true"})
 
 
 async def remember(
@@ -138,7 +138,7 @@ async def remember(
         "key": request.key,
         "request_hash": request.request_hash,
         "response_status": response.status,
-        "response_body": response.body,
+        "response_body": response.body.decode(),
         "response_headers": Jsonb(response.headers),
         "keep_for": keep_for,
     }

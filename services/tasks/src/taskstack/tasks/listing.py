@@ -31,9 +31,10 @@ from sqlmodel import Field
 from taskstack.common.db import Connection, Statement, fetch_all, fetch_one
 from taskstack.common.models import StrictModel
 from taskstack.tasks.cursor import CursorCodec, Position
+from taskstack.tasks.encoding import EncodedPage, page_json
 from taskstack.tasks.errors import InvalidCursor
-from taskstack.tasks.models import Priority, TaskPage, task_table
-from taskstack.tasks.repository import TASK_COLUMNS, to_public
+from taskstack.tasks.models import Priority, task_table
+from taskstack.tasks.repository import TASK_COLUMNS
 from taskstack.tasks.validation import MAX_TAGS, AwareDatetime, SearchText, Tag
 
 SortKey = Literal[
@@ -95,11 +96,29 @@ class TaskListParams(StrictModel):
 
     def fingerprint(self) -> str:
         """Identifies the filters and sort (not the page size), to bind cursors to the query."""
+        # Most pages are asked with the same few queries: computed once for each.
+        key = tuple(
+            tuple(value) if isinstance(value, list) else value
+            for name, value in self.__dict__.items()
+            if name not in _PAGING_FIELDS
+        )
+        fingerprint = _FINGERPRINTS.get(key)
+        if fingerprint is None:
+            fingerprint = self._fingerprint()
+            if len(_FINGERPRINTS) < _FINGERPRINTS_KEPT:
+                _FINGERPRINTS[key] = fingerprint
+        return fingerprint
+
+    def _fingerprint(self) -> str:
         query = self.model_dump(mode="json", exclude=set(_PAGING_FIELDS))
         query["priority"] = sorted(set(query["priority"]))
         query["tag"] = sorted(set(query["tag"]))
         canonical = json.dumps(query, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+_FINGERPRINTS: dict[tuple[Any, ...], str] = {}
+_FINGERPRINTS_KEPT = 1024
 
 
 @dataclass(frozen=True)
@@ -120,6 +139,7 @@ _AFTER_VALUE = "after_value"
 _COLUMN = {column.key: index for index, column in enumerate(TASK_COLUMNS)}
 
 
+@functools.cache
 def _order(sort: SortKey) -> _Order:
     descending = sort.startswith("-")
     key = sort.removeprefix("-")
@@ -258,12 +278,11 @@ def _position_after(
 
 async def list_tasks(
     connection: Connection, owner: uuid.UUID, params: TaskListParams, codec: CursorCodec
-) -> TaskPage:
+) -> EncodedPage:
     fingerprint = params.fingerprint()
     after = _position_after(params, codec, owner, fingerprint)
     statement, values = page_query(owner, params, after)
     rows = await fetch_all(connection, statement, values)
-    items = [to_public(row) for row in rows[: params.limit]]
     next_cursor = None
     if len(rows) > params.limit:
         last = rows[params.limit - 1]
@@ -273,4 +292,4 @@ async def list_tasks(
     if params.include_total:
         row = await fetch_one(connection, _count_shape(_Shape.of(params)), _values(owner, params))
         total = row[0] if row else 0
-    return TaskPage(items=items, next_cursor=next_cursor, total=total)
+    return EncodedPage(page_json(rows[: params.limit], next_cursor, total), next_cursor)

@@ -6,12 +6,14 @@ from datetime import timedelta
 from importlib.metadata import version
 
 from fastapi import FastAPI
+from starlette.middleware import Middleware
 
 from taskstack.common.app import create_service_app
 from taskstack.common.jwks import RemoteKeySet, remote_jwks
 from taskstack.common.tokens import token_verifier
 from taskstack.tasks.config import TasksSettings
 from taskstack.tasks.cursor import CursorCodec
+from taskstack.tasks.front import TaskFront
 from taskstack.tasks.models import API_PREFIX
 from taskstack.tasks.routes import router
 from taskstack.tasks.service import TaskService
@@ -50,4 +52,5 @@ def create_app(settings: TasksSettings | None = None) -> FastAPI:
         description="Each user's tasks. Every operation needs an access token from auth.",
         readiness_checks={"jwks": jwks_loaded},
         lifespan=lifespan,
+        middleware=[Middleware(TaskFront)] if settings.tasks_front else [],
     )

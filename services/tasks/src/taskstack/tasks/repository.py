@@ -1,44 +1,31 @@
-"""The tasks' statements, built once from the Task table, and how a row becomes a TaskPublic.
+"""The tasks' statements, built once from the Task table.
 
 Every statement is scoped by ``owner_id``, so another user's task is simply
 not found. Writes are ``INSERT/UPDATE/DELETE ... RETURNING``: one round trip,
 and an If-Match check is part of the UPDATE's WHERE clause, so two writers
-holding the same ETag cannot both win.
+holding the same ETag cannot both win. Every statement that answers a task
+returns TASK_COLUMNS, a row that ``encoding`` writes as JSON.
 """
 
 import functools
 import uuid
-from collections.abc import Collection, Sequence
-from datetime import UTC, datetime
+from collections.abc import Collection
 from typing import Any
 
 from sqlalchemy import ColumnElement, any_, bindparam, delete, func, insert, null, select, update
 
 from taskstack.common.db import Connection, Statement, execute, fetch_one
 from taskstack.common.models import new_id
+from taskstack.tasks.encoding import FIELDS
 from taskstack.tasks.errors import StaleTask, TaskNotFound
-from taskstack.tasks.models import Priority, TaskCreate, TaskPublic, task_table
+from taskstack.tasks.models import TaskCreate, task_table
 
 task = task_table.c
 
 # The columns every statement returns: TaskPublic's fields, in its order.
-TASK_COLUMNS: tuple[ColumnElement[Any], ...] = tuple(task[name] for name in TaskPublic.model_fields)
-_PRIORITY = list(TaskPublic.model_fields).index("priority")
+TASK_COLUMNS: tuple[ColumnElement[Any], ...] = tuple(task[name] for name in FIELDS)
 
-
-def _utc(value: datetime | None) -> datetime | None:
-    # psycopg answers in the session's TimeZone; the API always speaks UTC.
-    return value.astimezone(UTC) if value is not None else None
-
-
-def to_public(row: Sequence[Any]) -> TaskPublic:
-    """A row of TASK_COLUMNS as the public model; it comes from our own table, so it is
-    not validated again."""
-    fields = dict(zip(TaskPublic.model_fields, row, strict=True))
-    fields["priority"] = Priority.from_rank(row[_PRIORITY])
-    for name in ("completed_at", "due_at", "created_at", "updated_at"):
-        fields[name] = _utc(fields[name])
-    return TaskPublic.model_construct(**fields)
+Row = tuple[Any, ...]
 
 
 def _completed_at(completed: bool) -> ColumnElement[Any]:
@@ -81,18 +68,18 @@ def _stored(values: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
-async def create(connection: Connection, owner: uuid.UUID, data: TaskCreate) -> TaskPublic:
+async def create(connection: Connection, owner: uuid.UUID, data: TaskCreate) -> Row:
     values = _stored({"id": new_id(), "owner_id": owner, **dict(data)})
     row = await fetch_one(connection, _INSERTS[data.completed], values)
     assert row is not None
-    return to_public(row)
+    return row
 
 
-async def get(connection: Connection, owner: uuid.UUID, task_id: uuid.UUID) -> TaskPublic:
+async def get(connection: Connection, owner: uuid.UUID, task_id: uuid.UUID) -> Row:
     row = await fetch_one(connection, _ONE, {"id": task_id, "owner": owner})
     if row is None:
         raise TaskNotFound()
-    return to_public(row)
+    return row
 
 
 def _matching(statement: Any, if_match: bool) -> Any:
@@ -134,7 +121,7 @@ async def update_fields(
     task_id: uuid.UUID,
     changes: dict[str, Any],
     versions: Collection[int] | None,
-) -> TaskPublic:
+) -> Row:
     """Set the writable fields in ``changes``, only if the version is one of ``versions``
     (None: any version)."""
     completed = changes.get("completed")
@@ -143,7 +130,7 @@ async def update_fields(
     row = await fetch_one(connection, statement, values)
     if row is None:
         raise await _why_not_written(connection, owner, task_id)
-    return to_public(row)
+    return row
 
 
 async def delete_one(

@@ -1,10 +1,10 @@
 """The tasks service's public routes, under /v1/tasks: parse, call the service, answer."""
 
+from collections.abc import Iterable
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Body, Query, Request, Response
-from pydantic import BaseModel
 
 from taskstack.tasks.dependencies import (
     IdempotencyKeyHeader,
@@ -14,7 +14,8 @@ from taskstack.tasks.dependencies import (
     TaskId,
     TaskServiceDep,
 )
-from taskstack.tasks.etags import etag
+from taskstack.tasks.encoding import EncodedPage, EncodedTask
+from taskstack.tasks.etags import EntityTags, etag
 from taskstack.tasks.listing import TaskListParams
 from taskstack.tasks.models import (
     API_PREFIX,
@@ -36,18 +37,14 @@ _STALE: dict[int | str, dict[str, Any]] = {
 _ETAG_HEADER = {"ETag": {"schema": {"type": "string"}, "description": "The task's version."}}
 
 
-def _answer(
-    model: BaseModel, *, status_code: int = 200, headers: dict[str, str] | None = None
-) -> Response:
-    """The model as JSON, serialised once by pydantic's Rust core.
+def _answer(body: bytes, *, headers: dict[str, str] | None = None) -> Response:
+    """JSON bytes the service encoded from its rows.
 
-    A returned model would be validated against response_model again and then
-    encoded (twice the work on a list page); the models here are built from our
-    own rows, and response_model still documents the schema.
+    Returned as they are: a returned model would be validated against
+    response_model again and then encoded; response_model still documents
+    the schema.
     """
-    return Response(
-        model.model_dump_json(), status_code=status_code, headers=headers, media_type=_JSON
-    )
+    return Response(body, headers=headers, media_type=_JSON)
 
 
 _JSON = "application/json"
@@ -92,16 +89,17 @@ async def list_my_tasks(
     tasks: TaskServiceDep,
 ) -> Response:
     page = await tasks.page(owner, params)
+    return page_answer(page, request.url.path, request.query_params.multi_items())
+
+
+def page_answer(page: EncodedPage, path: str, query: Iterable[tuple[str, str]]) -> Response:
+    """A page, and an RFC 8288 Link to the next one: this request's query with the new
+    cursor. Also TaskFront's answer, so that both entries answer alike."""
     if page.next_cursor is None:
-        return _answer(page)
-    return _answer(page, headers={"Link": _next_link(request, page.next_cursor)})
-
-
-def _next_link(request: Request, next_cursor: str) -> str:
-    """RFC 8288 Link to the next page: this request's query with the new cursor."""
-    query = [(k, v) for k, v in request.query_params.multi_items() if k != "cursor"]
-    query.append(("cursor", next_cursor))
-    return f'<{request.url.path}?{urlencode(query)}>; rel="next"'
+        return _answer(page.body)
+    next_query = [(k, v) for k, v in query if k != "cursor"]
+    next_query.append(("cursor", page.next_cursor))
+    return _answer(page.body, headers={"Link": f'<{path}?{urlencode(next_query)}>; rel="next"'})
 
 
 @router.delete(
@@ -136,10 +134,14 @@ async def delete_completed_tasks(
 async def get_task(
     task_id: TaskId, owner: OwnerId, tasks: TaskServiceDep, if_none_match: IfNoneMatch
 ) -> Response:
-    task = await tasks.get(owner, task_id)
+    return task_answer(await tasks.get(owner, task_id), if_none_match)
+
+
+def task_answer(task: EncodedTask, if_none_match: EntityTags | None) -> Response:
+    """A task with its ETag, or 304 when the client's copy is current (TaskFront's too)."""
     if if_none_match is not None and if_none_match.matches_weakly(task.version):
         return Response(status_code=304, headers={"ETag": etag(task.version)})
-    return _answer(task, headers={"ETag": etag(task.version)})
+    return _answer(task.body, headers={"ETag": etag(task.version)})
 
 
 @router.put(
@@ -156,7 +158,7 @@ async def replace_task(
     tasks: TaskServiceDep,
 ) -> Response:
     task = await tasks.replace(owner, task_id, data, if_match)
-    return _answer(task, headers={"ETag": etag(task.version)})
+    return _answer(task.body, headers={"ETag": etag(task.version)})
 
 
 @router.patch(
@@ -179,7 +181,7 @@ async def patch_task(
     tasks: TaskServiceDep,
 ) -> Response:
     task = await tasks.update(owner, task_id, patch, if_match)
-    return _answer(task, headers={"ETag": etag(task.version)})
+    return _answer(task.body, headers={"ETag": etag(task.version)})
 
 
 @router.delete(

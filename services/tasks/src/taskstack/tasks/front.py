@@ -1,0 +1,163 @@
+"""TaskFront: the plainest, most frequent reads answered before the framework.
+
+``GET /v1/tasks`` with no query or only ``limit=N``, and ``GET /v1/tasks/{id}``
+with at most one If-None-Match, carrying a bearer token the app's own
+verifier accepts, are most of what clients send. For them, routing,
+dependency resolution and query-model validation cost more than the read
+itself, so this hand-written ASGI layer answers them: the same TaskService
+call and the same answer builders as the routes (``page_answer``,
+``task_answer``), so the bytes, status and headers cannot differ. Anything
+else (another parameter, a value the route would refuse, a missing or
+refused token, a repeated header) goes on to the documented FastAPI route,
+so every validation and authentication error keeps its one implementation.
+An error the service raises is answered by ``AppError.response()``, which
+is what the app's handler answers too. ``tests/tasks`` runs the list and get
+modules against both entries (TASKS_FRONT on and off).
+
+It sits behind the shared middleware (request id, security headers, metrics,
+body limit, replay after a transient database error) and names the route it
+answered for in the scope, so the request metrics carry the route template.
+"""
+
+import re
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from fastapi.routing import APIRoute
+from pydantic import ValidationError
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from taskstack.common.errors import AppError
+from taskstack.common.tokens import InvalidToken, TokenVerifier, bearer_token
+from taskstack.tasks.etags import parse_entity_tags
+from taskstack.tasks.listing import TaskListParams
+from taskstack.tasks.models import API_PREFIX
+from taskstack.tasks.routes import get_task, list_my_tasks, page_answer, router, task_answer
+from taskstack.tasks.service import TaskService
+
+_ITEM_PREFIX = API_PREFIX + "/"
+# Only the canonical spelling: the route's UUID type accepts others, which stay its own.
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_LIMIT = re.compile(rb"limit=([1-9][0-9]{0,2})")
+_MAX_HEADER = 4096  # the If-None-Match length the route accepts
+
+
+class TaskFront:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        # What FastAPI puts in the scope when it routes a request to these endpoints.
+        self._routes = {
+            route.endpoint: route for route in router.routes if isinstance(route, APIRoute)
+        }
+        self._plain: dict[int | None, TaskListParams] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not await self._answered(scope, receive, send):
+            await self.app(scope, receive, send)
+
+    async def _answered(self, scope: Scope, receive: Receive, send: Send) -> bool:
+        if scope["type"] != "http" or scope["method"] != "GET" or scope.get("root_path"):
+            return False
+        path: str = scope["path"]
+        if path == API_PREFIX:
+            return await self._list(scope, receive, send)
+        task_id = path[len(_ITEM_PREFIX) :]
+        if path.startswith(_ITEM_PREFIX) and _CANONICAL_UUID.fullmatch(task_id):
+            return await self._get(scope, receive, send, task_id)
+        return False
+
+    async def _list(self, scope: Scope, receive: Receive, send: Send) -> bool:
+        query: bytes = scope["query_string"]
+        limit: int | None = None
+        if query:
+            match = _LIMIT.fullmatch(query)
+            if match is None:
+                return False
+            limit = int(match[1])
+        params = self._plain_params(limit)
+        if params is None:
+            return False
+        headers = _headers(scope)
+        if headers is None:
+            return False
+        owner = await _owner(scope, headers)
+        if owner is None:
+            return False
+        tasks: TaskService = scope["app"].state.tasks
+        self._name_route(scope, list_my_tasks)
+        try:
+            page = await tasks.page(owner, params)
+        except AppError as exc:
+            await exc.response()(scope, receive, send)
+            return True
+        query_items = [] if limit is None else [("limit", str(limit))]
+        await page_answer(page, scope["path"], query_items)(scope, receive, send)
+        return True
+
+    async def _get(self, scope: Scope, receive: Receive, send: Send, task_id: str) -> bool:
+        headers = _headers(scope)
+        if headers is None:
+            return False
+        if_none_match = headers.get(b"if-none-match")
+        if if_none_match is not None and len(if_none_match) > _MAX_HEADER:
+            return False
+        owner = await _owner(scope, headers)
+        if owner is None:
+            return False
+        tasks: TaskService = scope["app"].state.tasks
+        self._name_route(scope, get_task)
+        try:
+            task = await tasks.get(owner, uuid.UUID(task_id))
+        except AppError as exc:
+            await exc.response()(scope, receive, send)
+            return True
+        tags = None
+        if if_none_match is not None:
+            tags = parse_entity_tags(if_none_match.decode("latin-1"))
+        await task_answer(task, tags)(scope, receive, send)
+        return True
+
+    def _plain_params(self, limit: int | None) -> TaskListParams | None:
+        """The query model of a plain first page, validated once per limit; None for a
+        limit the route refuses."""
+        if limit not in self._plain:
+            try:
+                self._plain[limit] = (
+                    TaskListParams() if limit is None else TaskListParams(limit=limit)
+                )
+            except ValidationError:
+                return None
+        return self._plain[limit]
+
+    def _name_route(self, scope: Scope, endpoint: Callable[..., Any]) -> None:
+        """Put the route this answer stands for in the scope, as routing would: the
+        request metrics read its template there."""
+        scope["route"] = self._routes[endpoint]
+
+
+_READ_HEADERS = frozenset({b"authorization", b"if-none-match"})
+
+
+def _headers(scope: Scope) -> dict[bytes, bytes] | None:
+    """The headers the front reads; None when one is repeated (the route decides then)."""
+    found: dict[bytes, bytes] = {}
+    for name, value in scope["headers"]:
+        if name in _READ_HEADERS:
+            if name in found:
+                return None
+            found[name] = value
+    return found
+
+
+async def _owner(scope: Scope, headers: dict[bytes, bytes]) -> uuid.UUID | None:
+    """The verified token's subject; None for anything the route should refuse itself."""
+    token = bearer_token(headers.get(b"authorization", b"").decode("latin-1"))
+    if not token:
+        return None
+    verifier: TokenVerifier = scope["app"].state.token_verifier
+    try:
+        access = await verifier.verify(token)
+    except InvalidToken:
+        return None
+    return access.subject
