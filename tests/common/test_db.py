@@ -14,7 +14,7 @@ from taskstack.common import db
 from taskstack.common.db import is_transient
 from taskstack.common.settings import ServiceSettings
 from tests.common.conftest import count_notes
-from tests.common.demo import FAULT_SQL, LOSE_CONNECTION_AT_COMMIT, Faults, demo_app
+from tests.common.demo import FAULT_SQL, LOSE_CONNECTION_AT_COMMIT, SCHEMA, Faults, demo_app
 from tests.support.postgres import PostgresServer
 from tests.support.servers import serve
 from tests.support.tcp_proxy import tcp_proxy
@@ -154,6 +154,27 @@ def test_a_database_that_stops_answering_gives_503_within_the_connect_timeout(
                 assert waited < 2.0, attempt
             proxy.thaw()
             assert client.post("/v1/demo/notes", json={"text": "after"}).status_code == 201
+    assert count_notes(clean_demo_database) == 2
+
+
+def test_a_statement_slower_than_the_connect_timeout_goes_on_while_the_server_answers(
+    clean_demo_database: URL, postgres: PostgresServer
+) -> None:
+    # A pooled connection handed out unchecked: its first statement, waiting for a
+    # lock longer than the connect timeout, is not taken for a hung server, since
+    # the server still answers on a connection of its own.
+    app, _ = demo_app(clean_demo_database, database_connect_timeout=1)
+    with serve(app) as base_url, httpx.Client(base_url=base_url, timeout=20) as client:
+        assert client.post("/v1/demo/notes", json={"text": "before"}).status_code == 201
+        with psycopg.connect(postgres.libpq(clean_demo_database)) as lock:
+            lock.execute(f"LOCK TABLE {SCHEMA}.note IN ACCESS EXCLUSIVE MODE")
+            with ThreadPoolExecutor(1) as pool:
+                waiting = pool.submit(client.post, "/v1/demo/notes", json={"text": "slow"})
+                time.sleep(2.5)
+                assert not waiting.done()
+                lock.rollback()
+                response = waiting.result(timeout=10)
+    assert response.status_code == 201
     assert count_notes(clean_demo_database) == 2
 
 

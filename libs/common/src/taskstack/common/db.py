@@ -112,9 +112,12 @@ async def execute(connection: Connection, statement: Statement, values: Mapping[
     return cursor.rowcount
 
 
-# Pooled connections handed out without a liveness check, and how long their first
-# statement may wait for an answer (see Database._connection).
-_UNCHECKED: dict[Connection, float] = {}
+Answers = Callable[[float], Awaitable[bool]]
+# Pooled connections handed out without a liveness check: how long their first
+# statement may wait for an answer before the server is asked, on a connection
+# of its own and for as long again, whether it answers at all (see
+# Database._connection).
+_UNCHECKED: dict[Connection, tuple[float, Answers]] = {}
 
 
 async def _execute(
@@ -130,28 +133,41 @@ async def _execute(
     Rows are fetched in binary (``binary=True``): the same Python values, parsed with
     less work than their text."""
     call = connection.execute(sql, values, prepare=prepare, binary=binary)
-    seconds = _UNCHECKED.pop(connection, None)
-    if seconds is None:
+    unchecked = _UNCHECKED.pop(connection, None)
+    if unchecked is None:
         return await call
-    return await _answered_within(seconds, call)
+    seconds, answers = unchecked
+    return await _answered_within(seconds, call, answers)
 
 
-async def _answered_within(seconds: float, call: Awaitable[T]) -> T:
+async def _answered_within(seconds: float, call: Awaitable[T], answers: Answers) -> T:
     """``call``'s result, or OperationalError when the server has not answered within
-    ``seconds``: a server that stopped answering without closing the connection (a
-    hung server, a half-open connection) must not hold a request, or a pool slot,
-    forever.
+    ``seconds`` and does not answer a trivial query on a connection of its own
+    within ``seconds`` more: a server that stopped answering without closing the
+    connection (a hung server, a half-open connection) must not hold a request,
+    or a pool slot, forever, while a statement that is only slow (waiting for a
+    row lock, say) goes on.
 
-    A timer rather than a task of its own, since it runs on most requests. On
-    expiry it interrupts the request's task as psycopg expects: once (psycopg
-    asks the server to cancel the statement), and again shortly after (psycopg
-    then closes the connection at once, and the pool drops it).
+    A timer rather than a task of its own, since it runs on most requests. When
+    the server does not answer, it interrupts the request's task as psycopg
+    expects: once (psycopg asks the server to cancel the statement), and again
+    shortly after (psycopg then closes the connection at once, and the pool
+    drops it).
     """
     task = asyncio.current_task()
     assert task is not None
     loop = asyncio.get_running_loop()
     interruptions = 0
     timer: asyncio.TimerHandle
+    asking: asyncio.Task[None] | None = None
+
+    async def ask() -> None:
+        if not await answers(seconds):
+            interrupt()
+
+    def slow() -> None:
+        nonlocal asking
+        asking = loop.create_task(ask())
 
     def interrupt() -> None:
         nonlocal interruptions, timer
@@ -160,7 +176,7 @@ async def _answered_within(seconds: float, call: Awaitable[T]) -> T:
         if interruptions == 1:
             timer = loop.call_later(_SECOND_INTERRUPTION, interrupt)
 
-    timer = loop.call_later(max(seconds, 0.0), interrupt)
+    timer = loop.call_later(max(seconds, 0.0), slow)
     try:
         return await call
     except asyncio.CancelledError:
@@ -173,6 +189,8 @@ async def _answered_within(seconds: float, call: Awaitable[T]) -> T:
         raise psycopg.OperationalError("the database did not answer in time") from None
     finally:
         timer.cancel()
+        if asking is not None:
+            asking.cancel()
 
 
 _SECOND_INTERRUPTION = 0.1
@@ -447,8 +465,9 @@ class Database:
         finally:
             self._wait.observe(time.perf_counter() - started)
         if not live:
-            # Not checked: its first answer is awaited as long as a check would be.
-            _UNCHECKED[connection] = self._connect_timeout
+            # Not checked: its first answer is awaited as long as a check would be,
+            # half the connect timeout, then the server is asked for the other half.
+            _UNCHECKED[connection] = (self._connect_timeout / 2, self.answers)
         try:
             yield connection
         except psycopg.OperationalError:
@@ -498,8 +517,13 @@ class Database:
         On a connection of its own, so it reports whether the database answers,
         not whether the pool has room.
         """
+        return await self.answers(self.readiness_timeout)
+
+    async def answers(self, seconds: float) -> bool:
+        """Whether the database answers a trivial query, on a connection of its own,
+        within ``seconds``."""
         try:
-            async with asyncio.timeout(self.readiness_timeout):
+            async with asyncio.timeout(seconds):
                 connection = await psycopg.AsyncConnection.connect(
                     self._conninfo, **self._connect_kwargs
                 )

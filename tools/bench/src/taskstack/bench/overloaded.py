@@ -12,7 +12,7 @@ three phases, back to back:
 - recovery: the usual connections again, once the overload's are gone.
 
 A probe opens a new connection for GET /livez every 50 ms all along. The
-figures and the targets are issue 20's; ``figures`` computes them from the
+figures and the targets are in ``Overload``; ``figures`` computes them from the
 samples alone, so that tests can check them on samples made by hand.
 """
 
@@ -132,7 +132,7 @@ class Overload:
         return sum(self.errors.values())
 
     def targets(self) -> list[tuple[str, str, str, bool]]:
-        """(name, measured, bound, met) for each of issue 20's targets."""
+        """(name, measured, bound, met) for each overload target."""
         name = f"overload {self.service}"
         normal_p99 = self.normal.admitted_p99_ms
         targets = []
