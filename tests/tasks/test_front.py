@@ -60,7 +60,9 @@ def comparable(response: httpx.Response) -> tuple[int, list[tuple[str, str]], An
 Spec = tuple[str, str, Any, bool]  # method, URL, headers, whether the front answers it
 
 
-def requests_for(task_id: str, etag: str, mint: TokenMint, owner: uuid.UUID) -> list[Spec]:
+def requests_for(
+    task_id: str, etag: str, cursor: str, mint: TokenMint, owner: uuid.UUID
+) -> list[Spec]:
     token = mint.token(owner)
     bearer = {"Authorization": f"Bearer {token}"}
     item = f"/v1/tasks/{task_id}"
@@ -76,6 +78,15 @@ def requests_for(task_id: str, etag: str, mint: TokenMint, owner: uuid.UUID) -> 
         ("GET", "/v1/tasks?limit=101", bearer, False),
         ("GET", "/v1/tasks?limit=02", bearer, False),
         ("GET", "/v1/tasks?limit=2&limit=3", bearer, False),
+        ("GET", f"/v1/tasks?cursor={cursor}", bearer, True),
+        ("GET", f"/v1/tasks?cursor={cursor}&limit=3", bearer, True),
+        ("GET", f"/v1/tasks?limit=3&cursor={cursor}", bearer, True),
+        ("GET", f"/v1/tasks?cursor={cursor[:-2]}AA", bearer, True),
+        ("GET", f"/v1/tasks?cursor={cursor}", stranger, True),
+        ("GET", "/v1/tasks?cursor=", bearer, False),
+        ("GET", f"/v1/tasks?cursor={cursor}&cursor={cursor}", bearer, False),
+        ("GET", f"/v1/tasks?cursor={cursor}%3D", bearer, False),
+        ("GET", f"/v1/tasks?cursor={cursor}&sort=title", bearer, False),
         ("GET", "/v1/tasks?limit=", bearer, False),
         ("GET", "/v1/tasks?sort=title", bearer, False),
         ("GET", "/v1/tasks?unknown=1", bearer, False),
@@ -110,7 +121,8 @@ def test_the_front_and_the_routes_answer_alike(
 ) -> None:
     tasks = [new_task(alice, title=f"task {n} é", tags=["x"]) for n in range(25)]
     first = alice.get(f"/v1/tasks/{tasks[0]['id']}")
-    specs = requests_for(tasks[0]["id"], first.headers["etag"], api.mint, alice.subject)
+    cursor = alice.get("/v1/tasks?limit=2").json()["next_cursor"]
+    specs = requests_for(tasks[0]["id"], first.headers["etag"], cursor, api.mint, alice.subject)
     with (
         httpx.Client(base_url=api.base_url, timeout=30) as front,
         httpx.Client(base_url=routes_url, timeout=30) as routes,

@@ -1,6 +1,6 @@
 """TaskFront: the plainest, most frequent reads answered before the framework.
 
-``GET /v1/tasks`` with no query or only ``limit=N``, and ``GET /v1/tasks/{id}``
+``GET /v1/tasks`` with no query but ``limit`` and ``cursor``, and ``GET /v1/tasks/{id}``
 with at most one If-None-Match, carrying a bearer token the app's own
 verifier accepts, are most of what clients send. For them, routing,
 dependency resolution and query-model validation cost more than the read
@@ -39,7 +39,12 @@ from taskstack.tasks.service import TaskService
 _ITEM_PREFIX = API_PREFIX + "/"
 # Only the canonical spelling: the route's UUID type accepts others, which stay its own.
 _CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-_LIMIT = re.compile(rb"limit=([1-9][0-9]{0,2})")
+# A page size, and a cursor as CursorCodec writes it (unpadded base64url: no
+# percent-escapes to undo); anything else in the query goes to the route.
+_PAGING = {
+    b"limit": re.compile(rb"[1-9][0-9]{0,2}"),
+    b"cursor": re.compile(rb"[A-Za-z0-9_-]{1,4096}"),
+}
 _MAX_HEADER = 4096  # the If-None-Match length the route accepts
 
 
@@ -68,16 +73,16 @@ class TaskFront:
         return False
 
     async def _list(self, scope: Scope, receive: Receive, send: Send) -> bool:
-        query: bytes = scope["query_string"]
-        limit: int | None = None
-        if query:
-            match = _LIMIT.fullmatch(query)
-            if match is None:
-                return False
-            limit = int(match[1])
+        query_items = _paging(scope["query_string"])
+        if query_items is None:
+            return False
+        paging = dict(query_items)
+        limit = int(paging["limit"]) if "limit" in paging else None
         params = self._plain_params(limit)
         if params is None:
             return False
+        if "cursor" in paging:
+            params = params.model_copy(update={"cursor": paging["cursor"]})
         headers = _headers(scope)
         if headers is None:
             return False
@@ -91,7 +96,6 @@ class TaskFront:
         except AppError as exc:
             await exc.response()(scope, receive, send)
             return True
-        query_items = [] if limit is None else [("limit", str(limit))]
         await page_answer(page, scope["path"], query_items)(scope, receive, send)
         return True
 
@@ -134,6 +138,23 @@ class TaskFront:
         """Put the route this answer stands for in the scope, as routing would: the
         request metrics read its template there."""
         scope["route"] = self._routes[endpoint]
+
+
+def _paging(query: bytes) -> list[tuple[str, str]] | None:
+    """The query's items when it holds at most a limit and a cursor, each once and
+    plainly written, in their order; None for any other query."""
+    items: list[tuple[str, str]] = []
+    for item in query.split(b"&") if query else ():
+        name, _, value = item.partition(b"=")
+        pattern = _PAGING.get(name)
+        if (
+            pattern is None
+            or not pattern.fullmatch(value)
+            or any(name.decode() == k for k, _ in items)
+        ):
+            return None
+        items.append((name.decode(), value.decode()))
+    return items
 
 
 _READ_HEADERS = frozenset({b"authorization", b"if-none-match"})

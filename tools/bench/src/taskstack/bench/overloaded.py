@@ -38,6 +38,7 @@ from taskstack.bench.overload import (
 )
 from taskstack.bench.processes import HOST, LOAD_CPU, Server, launch
 from taskstack.bench.seed import DataSet
+from taskstack.bench.table import aligned
 from taskstack.bench.workload import MAX_REQUESTS, Tokens
 from taskstack.dev.errors import CliError
 
@@ -542,16 +543,7 @@ def table_lines(results: dict[str, Overload]) -> list[str]:
     """The overload section of the printed report."""
     if not results:
         return []
-    rows = [TABLE_HEADER, *(r.row() for r in results.values())]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(TABLE_HEADER))]
-    lines = [
-        "  ".join(
-            c.ljust(w) if i == 0 else c.rjust(w)
-            for i, (c, w) in enumerate(zip(row, widths, strict=True))
-        )
-        for row in rows
-    ]
-    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines = aligned([TABLE_HEADER, *(r.row() for r in results.values())])
     first = next(iter(results.values()))
     lines.append(
         f"overload: one worker; normal and recovery at {first.normal_connections} connections, "

@@ -54,6 +54,11 @@ class Server:
     def log_tail(self, lines: int = 20) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
+    def warnings(self, most: int) -> list[str]:
+        """The server's last ``most`` log lines at WARNING or above (its level in the runs)."""
+        lines = self.log_path.read_text(errors="replace").splitlines()
+        return [line for line in lines if line.strip()][-most:]
+
     def wait_ready(self, path: str = "/readyz") -> None:
         if problem := poll_ready(self.process, self.url + path, START_TIMEOUT):
             raise CliError(f"the {self.name} server {problem}:\n{self.log_tail()}")

@@ -10,6 +10,7 @@ from typing import Any
 from taskstack.bench.fidelity import FLOORS
 from taskstack.bench.overloaded import Overload, table_lines
 from taskstack.bench.processes import SERVER_CPU
+from taskstack.bench.table import aligned
 from taskstack.bench.wrk import WrkResult
 
 MB = 1024 * 1024
@@ -187,17 +188,7 @@ class Report:
                     _percent(self.vs_floor(s.name)),
                 )
             )
-        widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-        heading = self.heading()
-        lines = [
-            "  ".join(
-                c.ljust(w) if i == 0 else c.rjust(w)
-                for i, (c, w) in enumerate(zip(row, widths, strict=True))
-            )
-            for row in rows
-        ]
-        lines.insert(1, "  ".join("-" * w for w in widths))
-        lines[:0] = [*heading, ""]
+        lines = [*self.heading(), "", *aligned(rows)]
         lines.append(
             f"CPU busy: the server's share of CPU {SERVER_CPU}; others: what other processes "
             f"(PostgreSQL, the rest of the machine) took of CPU {SERVER_CPU} meanwhile"

@@ -44,6 +44,7 @@ TASKS_APP = "taskstack.tasks.main:create_app"
 # Alternating rounds of the loads a target compares: a few seconds of other work on
 # the machine then falls on several loads, not on one (see the performance notes).
 ROUNDS = 4
+MAX_WARNINGS_QUOTED = 5
 
 
 @dataclass(frozen=True)
@@ -382,7 +383,9 @@ class _Run:
         where = f"{scenario.name}" + (f" ({phase})" if phase != "run" else "")
         if scenario.errors:
             detail = scenario.wrk.describe_errors(scenario.allowed)
-            self.report.failures.append(f"{where}: {detail}")
+            # What the server said about it: the services log each failure's cause.
+            said = self.servers[scenario.server].warnings(MAX_WARNINGS_QUOTED)
+            self.report.failures.append(f"{where}: {detail}" + "".join(f"\n  {w}" for w in said))
         elif scenario.wrk.requests == 0:
             self.report.failures.append(f"{where}: no request completed")
 
