@@ -19,7 +19,6 @@ import asyncio
 import logging
 import math
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable, Iterable
 from functools import cache
@@ -34,7 +33,7 @@ from taskstack.common.metrics import (
     ADMISSION_RETRY_AFTER,
     INFRASTRUCTURE_PATHS,
 )
-from taskstack.common.middleware import REQUEST_ID_PATTERN, SECURITY_HEADERS
+from taskstack.common.middleware import REQUEST_ID_PATTERN, SECURITY_HEADERS, new_request_id
 from taskstack.common.settings import ServiceSettings
 
 logger = logging.getLogger("taskstack.admission")
@@ -87,7 +86,7 @@ def request_id_of(headers: Iterable[tuple[bytes, bytes]]) -> str:
             if REQUEST_ID_PATTERN.fullmatch(incoming):
                 return incoming
             break
-    return uuid.uuid4().hex
+    return new_request_id()
 
 
 class Place:

@@ -15,13 +15,14 @@
 
 import asyncio
 import logging
+import os
 import random
 import re
 import time
-import uuid
 from collections.abc import Callable, Iterable
 
 from opentelemetry import trace
+from prometheus_client import Histogram
 from starlette.exceptions import HTTPException
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -41,6 +42,13 @@ from taskstack.common.metrics import (
 logger = logging.getLogger("taskstack.request")
 
 REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,128}")
+
+
+def new_request_id() -> str:
+    """32 random hex digits (a request id only needs to be unique, not a UUID)."""
+    return os.urandom(16).hex()
+
+
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
@@ -77,6 +85,7 @@ class RequestHandling:
         self.attempts = attempts
         self.budget = budget
         self.in_progress = HTTP_REQUESTS_IN_PROGRESS.labels(service)
+        self._durations: dict[tuple[str, str, int], Histogram] = {}
         self.retries = DB_TRANSIENT_RETRIES.labels(service)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -84,7 +93,7 @@ class RequestHandling:
             await self.app(scope, receive, send)
             return
         incoming, declared = _request_id_and_length(scope)
-        request_id = incoming if REQUEST_ID_PATTERN.fullmatch(incoming) else uuid.uuid4().hex
+        request_id = incoming if REQUEST_ID_PATTERN.fullmatch(incoming) else new_request_id()
         token = request_id_var.set(request_id)
         started = time.perf_counter()
         status = 500
@@ -182,7 +191,12 @@ class RequestHandling:
         return f"The request body is larger than {self.max_body_bytes} bytes."
 
     def _observe(self, method: str, route: str, status: int, duration: float) -> None:
-        histogram = HTTP_REQUEST_DURATION.labels(self.service, route, method_label(method), status)
+        key = (route, method_label(method), status)
+        histogram = self._durations.get(key)
+        if histogram is None:
+            # labels() takes a lock and builds its key on every call: once per route,
+            # method and status is enough (a bounded set: routes are templates).
+            histogram = self._durations[key] = HTTP_REQUEST_DURATION.labels(self.service, *key)
         context = trace.get_current_span().get_span_context()
         if context.is_valid and context.trace_flags.sampled:
             histogram.observe(duration, exemplar={"trace_id": format(context.trace_id, "032x")})
