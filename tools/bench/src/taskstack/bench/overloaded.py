@@ -338,7 +338,7 @@ def figures(
     rss_peak_mb: float | None = None,
     memory_limit_mb: float | None = None,
 ) -> Overload:
-    """Issue 20's figures from the samples of a normal, an overload and a recovery phase."""
+    """The overload figures from the samples of a normal, an overload and a recovery phase."""
     normal, overload, recovered = samples.phases
     requests = samples.requests
     overload_start = normal.seconds
