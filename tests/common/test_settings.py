@@ -1,3 +1,7 @@
+import os
+import subprocess
+import sys
+
 import pytest
 from pydantic import SecretStr, ValidationError
 
@@ -123,3 +127,29 @@ def test_the_pool_check_threshold_is_seconds_and_zero_means_always() -> None:
         settings(database_pool_check_idle_seconds=-1)
     # The round trip before every checkout it replaces is gone, not silently ignored.
     assert "database_pool_pre_ping" not in ServiceSettings.model_fields
+
+
+PASSWORD = "Sup3rSecretPassw0rd"
+
+
+@pytest.mark.parametrize("service", ["auth", "tasks"])
+def test_a_service_with_a_bad_configuration_exits_with_one_line_and_no_secret(
+    service: str,
+) -> None:
+    environment = {
+        "PATH": os.environ["PATH"],
+        "DATABASE_URL": f"postgresq://taskstack:{PASSWORD}@db.example/taskstack",
+        "JWKS_URL": "http://127.0.0.1:9/.well-known/jwks.json",
+    }
+    factory = f"taskstack.{service}.main:create_app"
+    command = [sys.executable, "-m", "uvicorn", "--factory", factory, "--port", "0"]
+    result = subprocess.run(
+        command, env=environment, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith(f"taskstack-{service}: invalid configuration: DATABASE_URL: ")
+    output = result.stdout + result.stderr
+    assert PASSWORD not in output
+    assert "Traceback" not in output
+    assert "input_value" not in output

@@ -11,12 +11,11 @@ from dataclasses import dataclass
 
 from alembic import command, context
 from alembic.config import Config
-from pydantic import ValidationError
 from sqlalchemy import MetaData, NullPool, create_engine, text
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import OperationalError
 
-from taskstack.common.settings import ServiceSettings, describe_settings_error
+from taskstack.common.settings import ServiceSettings, from_environment
 
 
 @dataclass(frozen=True)
@@ -77,10 +76,7 @@ def migrate_main(history: MigrationHistory) -> None:
     pepper or other service secret.
     """
     name = f"taskstack-{history.schema}-migrate"
-    try:
-        settings = ServiceSettings()
-    except ValidationError as exc:
-        raise SystemExit(f"{name}: {describe_settings_error(exc)}") from None
+    settings = from_environment(ServiceSettings, name)
     try:
         upgrade(settings.migration_database, history)
     except OperationalError as exc:

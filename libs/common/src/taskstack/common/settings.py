@@ -1,7 +1,7 @@
 """Base settings every taskstack service reads from its environment (twelve-factor)."""
 
 from enum import StrEnum
-from typing import Annotated, Literal, Self
+from typing import Annotated, Literal, Self, TypeVar
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -132,6 +132,19 @@ class ServiceSettings(BaseSettings):
         if self.database_transaction_pooler is not None:
             return self.database_transaction_pooler
         return "-pooler" in (self.database.host or "")
+
+
+Settings = TypeVar("Settings", bound=BaseSettings)
+
+
+def from_environment(settings: type[Settings], program: str) -> Settings:
+    """``settings`` read from the environment, or an exit with one line naming what is
+    wrong: pydantic's own message quotes the values it refused, and a database URL
+    or a key holds secrets that must never reach a log."""
+    try:
+        return settings()
+    except ValidationError as exc:
+        raise SystemExit(f"{program}: {describe_settings_error(exc)}") from None
 
 
 def describe_settings_error(exc: ValidationError) -> str:

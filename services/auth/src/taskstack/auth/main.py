@@ -18,12 +18,12 @@ from taskstack.auth.service import AuthService
 from taskstack.auth.throttle import Throttle
 from taskstack.common.app import create_service_app
 from taskstack.common.jwks import StaticKeySet
-from taskstack.common.settings import Environment
+from taskstack.common.settings import Environment, from_environment
 from taskstack.common.tokens import token_verifier
 
 
 def create_app(settings: AuthSettings | None = None) -> FastAPI:
-    settings = settings or AuthSettings()  # read from the environment
+    settings = settings or from_environment(AuthSettings, "taskstack-auth")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -10,6 +10,7 @@ from starlette.middleware import Middleware
 
 from taskstack.common.app import create_service_app
 from taskstack.common.jwks import RemoteKeySet, remote_jwks
+from taskstack.common.settings import from_environment
 from taskstack.common.tokens import token_verifier
 from taskstack.tasks.config import TasksSettings
 from taskstack.tasks.cursor import CursorCodec
@@ -20,7 +21,7 @@ from taskstack.tasks.service import TaskService
 
 
 def create_app(settings: TasksSettings | None = None) -> FastAPI:
-    settings = settings or TasksSettings()  # read from the environment
+    settings = settings or from_environment(TasksSettings, "taskstack-tasks")
     jwks: RemoteKeySet | None = None
 
     async def jwks_loaded() -> bool:
