@@ -3,10 +3,12 @@
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 from sqlalchemy.engine import URL
 
+from taskstack.auth.config import AuthSettings
 from taskstack.auth.main import create_app
 from tests.support.auth import auth_settings, login, refresh, register
 from tests.support.servers import serve
@@ -21,18 +23,25 @@ def overloaded_count(client: httpx.Client) -> float:
     return 0.0
 
 
-def test_a_full_hasher_refuses_sign_ins_at_the_gate_and_lets_refreshes_through(
-    migrated_database: URL, database_url: URL, keys_dir: Path
-) -> None:
-    # One hashing place, no queue, and a hash slow enough (cost 13) to be caught holding it.
-    settings = auth_settings(
-        migrated_database,
+def one_hashing_place(
+    database: URL, keys_dir: Path, *, pause: float, **overrides: Any
+) -> AuthSettings:
+    """One hashing place, no queue, and a hash slow enough (cost 13) to be caught holding it."""
+    return auth_settings(
+        database,
         keys_dir,
         auth_bcrypt_cost=13,
         auth_hash_concurrency=1,
         auth_hash_queue_limit=0,
-        auth_overload_pause_seconds=PAUSE,
+        auth_overload_pause_seconds=pause,
+        **overrides,
     )
+
+
+def test_a_full_hasher_refuses_sign_ins_at_the_gate_and_lets_refreshes_through(
+    migrated_database: URL, database_url: URL, keys_dir: Path
+) -> None:
+    settings = one_hashing_place(migrated_database, keys_dir, pause=PAUSE)
     with (
         serve(create_app(settings)) as base_url,
         httpx.Client(base_url=base_url, timeout=30) as client,
@@ -82,15 +91,8 @@ def test_paused_refusals_hold_no_admission_place(
     # everything else. A refused sign-in that kept its place through its pause
     # would leave none, and the requests below would be refused.
     pause = 1.0
-    settings = auth_settings(
-        migrated_database,
-        keys_dir,
-        auth_bcrypt_cost=13,
-        auth_hash_concurrency=1,
-        auth_hash_queue_limit=0,
-        auth_overload_pause_seconds=pause,
-        admission_limit=2,
-        admission_queue_limit=0,
+    settings = one_hashing_place(
+        migrated_database, keys_dir, pause=pause, admission_limit=2, admission_queue_limit=0
     )
     with (
         serve(create_app(settings)) as base_url,

@@ -21,11 +21,12 @@ answered for in the scope, so the request metrics carry the route template.
 
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi.routing import APIRoute
 from pydantic import ValidationError
+from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from taskstack.common.errors import AppError
@@ -86,18 +87,11 @@ class TaskFront:
         headers = _headers(scope)
         if headers is None:
             return False
-        owner = await _owner(scope, headers)
-        if owner is None:
-            return False
-        tasks: TaskService = scope["app"].state.tasks
-        self._name_route(scope, list_my_tasks)
-        try:
-            page = await tasks.page(owner, params)
-        except AppError as exc:
-            await exc.response()(scope, receive, send)
-            return True
-        await page_answer(page, scope["path"], query_items)(scope, receive, send)
-        return True
+
+        async def answer(tasks: TaskService, owner: uuid.UUID) -> Response:
+            return page_answer(await tasks.page(owner, params), scope["path"], query_items)
+
+        return await self._serve(scope, receive, send, headers, list_my_tasks, answer)
 
     async def _get(self, scope: Scope, receive: Receive, send: Send, task_id: str) -> bool:
         headers = _headers(scope)
@@ -106,20 +100,36 @@ class TaskFront:
         if_none_match = headers.get(b"if-none-match")
         if if_none_match is not None and len(if_none_match) > _MAX_HEADER:
             return False
+
+        async def answer(tasks: TaskService, owner: uuid.UUID) -> Response:
+            task = await tasks.get(owner, uuid.UUID(task_id))
+            tags = None
+            if if_none_match is not None:
+                tags = parse_entity_tags(if_none_match.decode("latin-1"))
+            return task_answer(task, tags)
+
+        return await self._serve(scope, receive, send, headers, get_task, answer)
+
+    async def _serve(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        headers: dict[bytes, bytes],
+        endpoint: Callable[..., Any],
+        answer: Callable[[TaskService, uuid.UUID], Awaitable[Response]],
+    ) -> bool:
+        """Answer for ``endpoint`` once the token passes: ``answer``'s response, or the
+        problem the service raised; False (the route decides) for any other token."""
         owner = await _owner(scope, headers)
         if owner is None:
             return False
-        tasks: TaskService = scope["app"].state.tasks
-        self._name_route(scope, get_task)
+        self._name_route(scope, endpoint)
         try:
-            task = await tasks.get(owner, uuid.UUID(task_id))
+            response = await answer(scope["app"].state.tasks, owner)
         except AppError as exc:
-            await exc.response()(scope, receive, send)
-            return True
-        tags = None
-        if if_none_match is not None:
-            tags = parse_entity_tags(if_none_match.decode("latin-1"))
-        await task_answer(task, tags)(scope, receive, send)
+            response = exc.response()
+        await response(scope, receive, send)
         return True
 
     def _plain_params(self, limit: int | None) -> TaskListParams | None:
