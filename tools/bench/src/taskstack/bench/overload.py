@@ -29,6 +29,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
+from taskstack.common.jwks import retry_wait
+
 # Statuses the client records for a request that got no whole HTTP answer.
 CONNECT_FAILED = -1
 CLOSED = -2  # the server closed the connection (or reset it) before a whole answer
@@ -37,7 +39,6 @@ MALFORMED = -4
 STALE = -5  # a reused connection closed before any answer: sent again, never recorded
 ERRORS = {CONNECT_FAILED: "connect", CLOSED: "closed", TIMED_OUT: "timeout", MALFORMED: "malformed"}
 NO_RETRY_AFTER = -1.0
-RETRY_WAIT_CAP = 60.0
 CONNECT_BACKOFF = 0.5  # seconds, times U(1, 2), after a request that got no answer
 MAX_HEAD = 64 * 1024
 
@@ -274,8 +275,7 @@ class Client:
             if status < 0:  # no answer: back off as after a failed connect
                 await asyncio.sleep(CONNECT_BACKOFF * self.random.uniform(1.0, 2.0))
             elif status == 503 and retry_after >= 0:
-                wait = min(max(retry_after, 1.0) * self.random.uniform(1.0, 2.0), RETRY_WAIT_CAP)
-                await asyncio.sleep(wait)
+                await asyncio.sleep(retry_wait(retry_after, jitter=self.random.uniform))
 
     async def exchange(self, connection: Connection, request: bytes) -> tuple[int, float, bool]:
         try:
