@@ -33,7 +33,7 @@ from taskstack.common.metrics import (
     ADMISSION_RETRY_AFTER,
     INFRASTRUCTURE_PATHS,
 )
-from taskstack.common.middleware import REQUEST_ID_PATTERN, SECURITY_HEADERS, new_request_id
+from taskstack.common.middleware import SECURITY_HEADERS, accepted_request_id, new_request_id
 from taskstack.common.settings import ServiceSettings
 
 logger = logging.getLogger("taskstack.admission")
@@ -82,10 +82,7 @@ def request_id_of(headers: Iterable[tuple[bytes, bytes]]) -> str:
     """The client's X-Request-ID when it is a safe one, else a new id."""
     for name, value in headers:
         if name == b"x-request-id":
-            incoming = value.decode("latin-1")
-            if REQUEST_ID_PATTERN.fullmatch(incoming):
-                return incoming
-            break
+            return accepted_request_id(value.decode("latin-1"))
     return new_request_id()
 
 

@@ -41,12 +41,18 @@ from taskstack.common.metrics import (
 
 logger = logging.getLogger("taskstack.request")
 
-REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,128}")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
 
 def new_request_id() -> str:
     """32 random hex digits (a request id only needs to be unique, not a UUID)."""
     return os.urandom(16).hex()
+
+
+def accepted_request_id(incoming: str) -> str:
+    """The client's X-Request-ID when it is a safe one (it reaches logs and answers),
+    else a new id."""
+    return incoming if _REQUEST_ID.fullmatch(incoming) else new_request_id()
 
 
 SECURITY_HEADERS = {
@@ -93,7 +99,7 @@ class RequestHandling:
             await self.app(scope, receive, send)
             return
         incoming, declared = _request_id_and_length(scope)
-        request_id = incoming if REQUEST_ID_PATTERN.fullmatch(incoming) else new_request_id()
+        request_id = accepted_request_id(incoming)
         token = request_id_var.set(request_id)
         started = time.perf_counter()
         status = 500
