@@ -8,7 +8,13 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.tasks.conftest import Api, Database, UserClient
+from tests.tasks.conftest import Api, Database, UserClient, both_entries
+
+
+@both_entries
+def tasks_front(request: pytest.FixtureRequest) -> bool:
+    """Every test here runs against both entries: TaskFront and the FastAPI route."""
+    return bool(request.param)
 
 
 def post(client: UserClient, key: str, body: dict[str, Any]) -> httpx.Response:

@@ -13,6 +13,10 @@ from taskstack.common.tokens import BearerScheme, authenticate
 from taskstack.tasks.etags import EntityTags, parse_entity_tags
 from taskstack.tasks.service import TaskService
 
+# Shared with TaskFront, which passes on to the routes whatever these refuse.
+ENTITY_TAGS_MAX_LENGTH = 4096
+IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]{1,255}$"
+
 
 async def _tasks(request: Request) -> TaskService:
     tasks: TaskService = request.app.state.tasks
@@ -37,7 +41,7 @@ async def _if_match(
     if_match: Annotated[
         str | None,
         Header(
-            max_length=4096,
+            max_length=ENTITY_TAGS_MAX_LENGTH,
             description="Only write if the task's ETag is one of these (or `*`); else 412.",
         ),
     ] = None,
@@ -51,7 +55,10 @@ IfMatch = Annotated[EntityTags | None, Depends(_if_match)]
 async def _if_none_match(
     if_none_match: Annotated[
         str | None,
-        Header(max_length=4096, description="Answer 304 if the task's ETag is one of these."),
+        Header(
+            max_length=ENTITY_TAGS_MAX_LENGTH,
+            description="Answer 304 if the task's ETag is one of these.",
+        ),
     ] = None,
 ) -> EntityTags | None:
     return parse_entity_tags(if_none_match) if if_none_match is not None else None
@@ -63,7 +70,7 @@ IdempotencyKeyHeader = Annotated[
     str | None,
     Header(
         alias="Idempotency-Key",
-        pattern=r"^[\x21-\x7e]{1,255}$",
+        pattern=IDEMPOTENCY_KEY_PATTERN,
         description=(
             "1-255 visible ASCII characters, unique per intended creation; "
             "a retry with the same key and body replays the first response."

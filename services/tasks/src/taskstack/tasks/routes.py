@@ -16,6 +16,7 @@ from taskstack.tasks.dependencies import (
 )
 from taskstack.tasks.encoding import EncodedPage, EncodedTask
 from taskstack.tasks.etags import EntityTags, etag
+from taskstack.tasks.idempotency import StoredResponse
 from taskstack.tasks.listing import TaskListParams
 from taskstack.tasks.models import (
     API_PREFIX,
@@ -67,7 +68,11 @@ async def create_task(
     tasks: TaskServiceDep,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> Response:
-    created = await tasks.create(owner, data, idempotency_key)
+    return created_answer(await tasks.create(owner, data, idempotency_key))
+
+
+def created_answer(created: StoredResponse) -> Response:
+    """A create's 201, or the answer stored under its Idempotency-Key (TaskFront's too)."""
     return Response(
         created.body, status_code=created.status, headers=created.headers, media_type=_JSON
     )
@@ -157,7 +162,11 @@ async def replace_task(
     owner: OwnerId,
     tasks: TaskServiceDep,
 ) -> Response:
-    task = await tasks.replace(owner, task_id, data, if_match)
+    return written_answer(await tasks.replace(owner, task_id, data, if_match))
+
+
+def written_answer(task: EncodedTask) -> Response:
+    """A task as a write left it, with its new ETag (TaskFront's answer to PATCH too)."""
     return _answer(task.body, headers={"ETag": etag(task.version)})
 
 
@@ -180,8 +189,7 @@ async def patch_task(
     owner: OwnerId,
     tasks: TaskServiceDep,
 ) -> Response:
-    task = await tasks.update(owner, task_id, patch, if_match)
-    return _answer(task.body, headers={"ETag": etag(task.version)})
+    return written_answer(await tasks.update(owner, task_id, patch, if_match))
 
 
 @router.delete(
