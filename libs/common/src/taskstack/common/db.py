@@ -47,6 +47,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from taskstack.common.errors import ServiceUnavailable
 from taskstack.common.metrics import DB_CONNECTION_ERRORS, DB_POOL_WAIT, track_pool
 from taskstack.common.settings import ServiceSettings
+from taskstack.common.watch import StatementWatch
 
 logger = logging.getLogger(__name__)
 
@@ -112,12 +113,9 @@ async def execute(connection: Connection, statement: Statement, values: Mapping[
     return cursor.rowcount
 
 
-Answers = Callable[[float], Awaitable[bool]]
-# Pooled connections handed out without a liveness check: how long their first
-# statement may wait for an answer before the server is asked, on a connection
-# of its own and for as long again, whether it answers at all (see
-# Database._connection).
-_UNCHECKED: dict[Connection, tuple[float, Answers]] = {}
+# Pooled connections handed out without a liveness check, and the watch their
+# first statement runs under (see Database.connection).
+_UNCHECKED: dict[Connection, StatementWatch] = {}
 
 
 async def _execute(
@@ -133,67 +131,10 @@ async def _execute(
     Rows are fetched in binary (``binary=True``): the same Python values, parsed with
     less work than their text."""
     call = connection.execute(sql, values, prepare=prepare, binary=binary)
-    unchecked = _UNCHECKED.pop(connection, None)
-    if unchecked is None:
+    watch = _UNCHECKED.pop(connection, None)
+    if watch is None:
         return await call
-    seconds, answers = unchecked
-    return await _answered_within(seconds, call, answers)
-
-
-async def _answered_within(seconds: float, call: Awaitable[T], answers: Answers) -> T:
-    """``call``'s result, or OperationalError when the server has not answered within
-    ``seconds`` and does not answer a trivial query on a connection of its own
-    within ``seconds`` more: a server that stopped answering without closing the
-    connection (a hung server, a half-open connection) must not hold a request,
-    or a pool slot, forever, while a statement that is only slow (waiting for a
-    row lock, say) goes on.
-
-    A timer rather than a task of its own, since it runs on most requests. When
-    the server does not answer, it interrupts the request's task as psycopg
-    expects: once (psycopg asks the server to cancel the statement), and again
-    shortly after (psycopg then closes the connection at once, and the pool
-    drops it).
-    """
-    task = asyncio.current_task()
-    assert task is not None
-    loop = asyncio.get_running_loop()
-    interruptions = 0
-    timer: asyncio.TimerHandle
-    asking: asyncio.Task[None] | None = None
-
-    async def ask() -> None:
-        if not await answers(seconds):
-            interrupt()
-
-    def slow() -> None:
-        nonlocal asking
-        asking = loop.create_task(ask())
-
-    def interrupt() -> None:
-        nonlocal interruptions, timer
-        interruptions += 1
-        task.cancel()
-        if interruptions == 1:
-            timer = loop.call_later(_SECOND_INTERRUPTION, interrupt)
-
-    timer = loop.call_later(max(seconds, 0.0), slow)
-    try:
-        return await call
-    except asyncio.CancelledError:
-        if not interruptions:
-            raise
-        for _ in range(interruptions):
-            task.uncancel()
-        if task.cancelling():
-            raise  # cancelled from outside as well: that cancellation wins
-        raise psycopg.OperationalError("the database did not answer in time") from None
-    finally:
-        timer.cancel()
-        if asking is not None:
-            asking.cancel()
-
-
-_SECOND_INTERRUPTION = 0.1
+    return await watch.answered(call)
 
 
 class DatabaseUnreachable(RuntimeError):
@@ -391,6 +332,7 @@ class Database:
             check_idle=settings.database_pool_check_idle_seconds,
         )
         self._wait = DB_POOL_WAIT.labels(service)
+        self._watch = StatementWatch(self._connect_timeout / 2, self.answers)
         self._connection_errors = DB_CONNECTION_ERRORS.labels(service)
         track_pool(self)
 
@@ -410,16 +352,14 @@ class Database:
             await hook(connection)
         return connection
 
-    @asynccontextmanager
-    async def read(self) -> AsyncIterator[Connection]:
+    def read(self) -> "_Lease":
         """A connection in autocommit mode: every statement commits on its own."""
-        async with self._connection() as connection:
-            yield connection
+        return _Lease(self)
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[Connection]:
         """One transaction: committed when the block ends, rolled back when it raises."""
-        async with self._connection() as connection:
+        async with _Lease(self) as connection:
             await _execute(connection, "BEGIN")
             try:
                 yield connection
@@ -431,8 +371,7 @@ class Database:
                 raise
             await self._commit(connection)
 
-    @asynccontextmanager
-    async def single_write(self) -> AsyncIterator[Connection]:
+    def single_write(self) -> "_Lease":
         """A connection in autocommit mode for a write that is one statement.
 
         The statement commits as it runs. A connection lost while it runs leaves
@@ -440,13 +379,7 @@ class Database:
         replay that could apply it twice. Getting the connection, and a statement
         the server rolled back (a deadlock), are replayed as usual.
         """
-        async with self._connection() as connection:
-            try:
-                yield connection
-            except psycopg.OperationalError as exc:
-                if _rolled_back(exc) or isinstance(exc, QueryCanceled):
-                    raise
-                raise OutcomeUnknown() from exc
+        return _SingleWriteLease(self)
 
     async def _commit(self, connection: Connection) -> None:
         try:
@@ -457,8 +390,9 @@ class Database:
             # Not replayed: a write that may have landed could be applied twice.
             raise OutcomeUnknown() from exc
 
-    @asynccontextmanager
-    async def _connection(self) -> AsyncIterator[Connection]:
+    async def lend(self) -> Connection:
+        """A pooled connection for a block (``_Lease``); its first statement is watched
+        when the pool handed it out without a check."""
         started = time.perf_counter()
         try:
             connection, live = await self.pool.acquire()
@@ -467,16 +401,14 @@ class Database:
         if not live:
             # Not checked: its first answer is awaited as long as a check would be,
             # half the connect timeout, then the server is asked for the other half.
-            _UNCHECKED[connection] = (self._connect_timeout / 2, self.answers)
-        try:
-            yield connection
-        except psycopg.OperationalError:
-            if connection.broken:
-                self._connection_errors.inc()
-            raise
-        finally:
-            _UNCHECKED.pop(connection, None)
-            await self.pool.release(connection)
+            _UNCHECKED[connection] = self._watch
+        return connection
+
+    async def take_back(self, connection: Connection, error: BaseException | None) -> None:
+        if isinstance(error, psycopg.OperationalError) and connection.broken:
+            self._connection_errors.inc()
+        _UNCHECKED.pop(connection, None)
+        await self.pool.release(connection)
 
     async def _check(self, connection: Connection, seconds: float) -> None:
         """A round trip on a pooled connection before a request gets it."""
@@ -570,3 +502,39 @@ async def _abandon(task: asyncio.Future[Any]) -> None:
         task.cancel()
         await asyncio.wait({task}, timeout=0.1)
     await asyncio.wait({task})
+
+
+class _Lease:
+    """A pooled connection for one ``async with`` block, given back when it ends.
+
+    A class rather than a generator-based context manager: every request
+    enters one, and a generator's machinery costs more than the rest of the
+    block's own work.
+    """
+
+    __slots__ = ("_connection", "_database")
+
+    def __init__(self, database: Database) -> None:
+        self._database = database
+
+    async def __aenter__(self) -> Connection:
+        self._connection = await self._database.lend()
+        return self._connection
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: Any
+    ) -> None:
+        await self._database.take_back(self._connection, error)
+
+
+class _SingleWriteLease(_Lease):
+    __slots__ = ()
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: Any
+    ) -> None:
+        await super().__aexit__(kind, error, traceback)
+        if isinstance(error, psycopg.OperationalError) and not (
+            _rolled_back(error) or isinstance(error, QueryCanceled)
+        ):
+            raise OutcomeUnknown() from error
