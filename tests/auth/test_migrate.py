@@ -30,3 +30,18 @@ def test_a_missing_database_url_is_one_line() -> None:
     assert result.stderr.strip() == (
         "taskstack-auth-migrate: invalid configuration: DATABASE_URL: Field required"
     )
+
+
+def test_production_refuses_a_database_url_that_does_not_verify_the_server() -> None:
+    plain = "postgresql://taskstack:Pa55word99@db.example/app?sslmode=require"
+    environment = {
+        "DATABASE_URL": plain,
+        "ENVIRONMENT": "production",
+        "TOKEN_ISSUER": "https://api.example",
+    }
+    result = subprocess.run([MIGRATE], env=environment, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.strip().startswith(
+        "taskstack-auth-migrate: invalid configuration: DATABASE_URL must verify the server"
+    )
+    assert "Pa55word99" not in result.stdout + result.stderr

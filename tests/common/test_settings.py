@@ -39,8 +39,13 @@ def test_other_urls_are_refused(url: str) -> None:
         normalize_database_url(url)
 
 
+VERIFIED = "sslmode=verify-full&sslrootcert=system"
+
+
 def settings(**values: object) -> ServiceSettings:
-    return ServiceSettings.model_validate({"database_url": "postgres://u@h/db", **values})
+    return ServiceSettings.model_validate(
+        {"database_url": f"postgres://u@h/db?{VERIFIED}", **values}
+    )
 
 
 PRODUCTION = {"environment": "production", "token_issuer": "https://api.example.com"}
@@ -74,7 +79,7 @@ class SettingsWithSecret(ServiceSettings):
 
 def test_production_refuses_a_development_secret() -> None:
     dev_secret = f"{DEVELOPMENT_SECRET_MARKER}-abc123"
-    base = {"database_url": "postgres://u@h/db", "signing_key": dev_secret}
+    base = {"database_url": f"postgres://u@h/db?{VERIFIED}", "signing_key": dev_secret}
     assert SettingsWithSecret.model_validate(base).signing_key is not None
     with pytest.raises(ValidationError, match="SIGNING_KEY holds a development secret"):
         SettingsWithSecret.model_validate({**base, **PRODUCTION})
@@ -101,32 +106,56 @@ def test_settings_errors_read_as_one_line_naming_variables_not_values() -> None:
     assert "hunter2" not in message
 
 
-def test_transaction_pooler_detected_from_neon_pooled_host_or_set_explicitly() -> None:
-    neon = "postgres://u:p@ep-cool-name-123-pooler.eu-central-1.aws.neon.tech/db?sslmode=require"
-    assert settings(database_url=neon).uses_transaction_pooler
-    assert not settings().uses_transaction_pooler
-    assert settings(database_transaction_pooler=True).uses_transaction_pooler
-    assert not settings(
-        database_url=neon, database_transaction_pooler=False
-    ).uses_transaction_pooler
+# ---- TLS to the database: production verifies the server, unless told the network is trusted
+
+UNVERIFIED_QUERIES = [
+    "",
+    "?sslmode=disable",
+    "?sslmode=prefer",
+    "?sslmode=require",
+    "?sslmode=require&channel_binding=require",
+    "?sslmode=verify-ca&sslrootcert=system",
+    "?sslmode=verify-full",  # no CA: libpq would look in ~/.postgresql, which a pod lacks
+    "?sslmode=verify-full&sslrootcert=system&sslmode=require",  # the last one counts
+]
 
 
-def test_migrations_use_the_direct_url_when_given() -> None:
-    pooled = settings(
-        database_url="postgres://u@ep-x-pooler.neon.tech/db",
-        database_migration_url="postgres://u@ep-x.neon.tech/db",
+@pytest.mark.parametrize("query", UNVERIFIED_QUERIES)
+@pytest.mark.parametrize("variable", ["database_url", "database_migration_url"])
+def test_production_refuses_a_database_url_that_does_not_verify_the_server(
+    query: str, variable: str
+) -> None:
+    url = f"postgres://taskstack:Hunter2Hunter2@ep-x.neon.tech/db{query}"
+    assert getattr(settings(**{variable: url}), variable) is not None  # development: as given
+    with pytest.raises(ValidationError) as caught:
+        settings(**PRODUCTION, **{variable: url})
+    message = describe_settings_error(caught.value)
+    assert message == (
+        f"invalid configuration: {variable.upper()} must verify the server in production: "
+        "add sslmode=verify-full&sslrootcert=system (or the path of a CA bundle), "
+        "or set DATABASE_TRUSTED_NETWORK=true if the network is trusted"
     )
-    assert pooled.migration_database.host == "ep-x.neon.tech"
-    assert settings().migration_database.host == "h"
+    assert "Hunter2" not in message and "neon.tech" not in message
 
 
-def test_the_pool_check_threshold_is_seconds_and_zero_means_always() -> None:
-    assert settings().database_pool_check_idle_seconds == 30.0
-    assert settings(database_pool_check_idle_seconds="0").database_pool_check_idle_seconds == 0.0
-    with pytest.raises(ValidationError):
-        settings(database_pool_check_idle_seconds=-1)
-    # The round trip before every checkout it replaces is gone, not silently ignored.
-    assert "database_pool_pre_ping" not in ServiceSettings.model_fields
+@pytest.mark.parametrize(
+    "query",
+    [
+        "?sslmode=verify-full&sslrootcert=system",
+        "?sslmode=verify-full&sslrootcert=/etc/taskstack/database-ca.pem&channel_binding=require",
+    ],
+)
+def test_production_accepts_a_database_url_that_verifies_the_server(query: str) -> None:
+    url = f"postgres://u:p@ep-x.neon.tech/db{query}"
+    production = settings(**PRODUCTION, database_url=url, database_migration_url=url)
+    assert production.database.query["sslmode"] == "verify-full"
+
+
+def test_a_trusted_network_lets_production_use_any_sslmode() -> None:
+    plain = "postgres://u:p@postgres.internal/db?sslmode=disable"
+    assert not settings().database_trusted_network
+    trusted = settings(**PRODUCTION, database_url=plain, database_trusted_network="true")
+    assert trusted.database.query["sslmode"] == "disable"
 
 
 PASSWORD = "Sup3rSecretPassw0rd"
