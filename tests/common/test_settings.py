@@ -7,6 +7,7 @@ from pydantic import SecretStr, ValidationError
 
 from taskstack.common.settings import (
     DEVELOPMENT_SECRET_MARKER,
+    MigrationSettings,
     ServiceSettings,
     describe_settings_error,
     normalize_database_url,
@@ -156,6 +157,95 @@ def test_a_trusted_network_lets_production_use_any_sslmode() -> None:
     assert not settings().database_trusted_network
     trusted = settings(**PRODUCTION, database_url=plain, database_trusted_network="true")
     assert trusted.database.query["sslmode"] == "disable"
+
+
+# ---- migrations: never through a transaction-mode pooler
+
+NEON_POOLED = f"postgres://u:p@ep-x-123-pooler.eu-central-1.aws.neon.tech/db?{VERIFIED}"
+NEON_DIRECT = f"postgres://u:p@ep-x-123.eu-central-1.aws.neon.tech/db?{VERIFIED}"
+
+
+def migration_settings(**values: object) -> MigrationSettings:
+    return MigrationSettings.model_validate(values)
+
+
+@pytest.mark.parametrize(
+    ("values", "variable"),
+    [
+        ({"database_url": NEON_POOLED}, "DATABASE_URL"),
+        (
+            {
+                "database_url": f"postgres://u:p@pgbouncer/db?{VERIFIED}",
+                "database_transaction_pooler": True,
+            },
+            "DATABASE_URL",
+        ),
+        (
+            {"database_url": NEON_POOLED, "database_migration_url": NEON_POOLED},
+            "DATABASE_MIGRATION_URL",
+        ),
+    ],
+)
+def test_migrations_refuse_a_pooled_url_without_a_direct_one(
+    values: dict[str, object], variable: str
+) -> None:
+    assert ServiceSettings.model_validate(values).database_url  # the services may use it
+    with pytest.raises(ValidationError) as caught:
+        migration_settings(**values)
+    message = describe_settings_error(caught.value)
+    assert message.startswith(f"invalid configuration: {variable} ")
+    assert "direct" in message and "\n" not in message and ":p@" not in message
+
+
+def test_migrations_use_a_direct_url_or_an_unpooled_database_url() -> None:
+    pooled = migration_settings(database_url=NEON_POOLED, database_migration_url=NEON_DIRECT)
+    assert pooled.migration_database.host == "ep-x-123.eu-central-1.aws.neon.tech"
+    # A Neon pooled host declared otherwise is the operator's call.
+    declared = migration_settings(database_url=NEON_POOLED, database_transaction_pooler=False)
+    assert declared.migration_database.host == "ep-x-123-pooler.eu-central-1.aws.neon.tech"
+    assert migration_settings(database_url="postgres://u@h/db").migration_database.host == "h"
+
+
+def test_the_migration_lock_wait_is_bounded() -> None:
+    assert (
+        migration_settings(database_url="postgres://u@h/db").database_migration_lock_timeout_seconds
+        == 60
+    )
+    with pytest.raises(ValidationError) as caught:
+        migration_settings(
+            database_url="postgres://u@h/db", database_migration_lock_timeout_seconds=0
+        )
+    assert describe_settings_error(caught.value).startswith(
+        "invalid configuration: DATABASE_MIGRATION_LOCK_TIMEOUT_SECONDS: "
+    )
+
+
+def test_transaction_pooler_detected_from_neon_pooled_host_or_set_explicitly() -> None:
+    neon = "postgres://u:p@ep-cool-name-123-pooler.eu-central-1.aws.neon.tech/db?sslmode=require"
+    assert settings(database_url=neon).uses_transaction_pooler
+    assert not settings().uses_transaction_pooler
+    assert settings(database_transaction_pooler=True).uses_transaction_pooler
+    assert not settings(
+        database_url=neon, database_transaction_pooler=False
+    ).uses_transaction_pooler
+
+
+def test_migrations_use_the_direct_url_when_given() -> None:
+    pooled = settings(
+        database_url="postgres://u@ep-x-pooler.neon.tech/db",
+        database_migration_url="postgres://u@ep-x.neon.tech/db",
+    )
+    assert pooled.migration_database.host == "ep-x.neon.tech"
+    assert settings().migration_database.host == "h"
+
+
+def test_the_pool_check_threshold_is_seconds_and_zero_means_always() -> None:
+    assert settings().database_pool_check_idle_seconds == 30.0
+    assert settings(database_pool_check_idle_seconds="0").database_pool_check_idle_seconds == 0.0
+    with pytest.raises(ValidationError):
+        settings(database_pool_check_idle_seconds=-1)
+    # The round trip before every checkout it replaces is gone, not silently ignored.
+    assert "database_pool_pre_ping" not in ServiceSettings.model_fields
 
 
 PASSWORD = "Sup3rSecretPassw0rd"

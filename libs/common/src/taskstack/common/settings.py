@@ -163,7 +163,39 @@ class ServiceSettings(BaseSettings):
     def uses_transaction_pooler(self) -> bool:
         if self.database_transaction_pooler is not None:
             return self.database_transaction_pooler
-        return "-pooler" in (self.database.host or "")
+        return is_pooler_host(self.database)
+
+
+def is_pooler_host(url: URL) -> bool:
+    """Whether ``url`` names a pooled endpoint by its host (Neon's contain "-pooler")."""
+    return "-pooler" in (url.host or "")
+
+
+class MigrationSettings(ServiceSettings):
+    """What a migration command reads: the shared settings, and the migration's own."""
+
+    # How long a migration waits for another one's advisory lock before it gives up with
+    # an error naming the holder: shorter than the deploy Job's deadline, so a leaked
+    # lock fails the Job with that message instead of a silent hang.
+    database_migration_lock_timeout_seconds: float = Field(default=60.0, gt=0, le=3_600)
+
+    @model_validator(mode="after")
+    def _refuse_a_pooled_migration_url(self) -> Self:
+        # A transaction-mode pooler hands each transaction to any server connection: the
+        # session-level advisory lock serialising migrations could be taken on one server
+        # session and never released, and every later migration would wait on it.
+        if self.database_migration_url is None:
+            if self.uses_transaction_pooler:
+                raise ValueError(
+                    "DATABASE_URL is a transaction-mode pooler: set DATABASE_MIGRATION_URL "
+                    "to the direct (unpooled) endpoint for migrations"
+                )
+        elif is_pooler_host(self.migration_database):
+            raise ValueError(
+                "DATABASE_MIGRATION_URL names a pooled endpoint (its host contains "
+                '"-pooler"): use the direct endpoint for migrations'
+            )
+        return self
 
 
 Settings = TypeVar("Settings", bound=BaseSettings)
