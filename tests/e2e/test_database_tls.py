@@ -174,3 +174,15 @@ def test_plaintext_is_refused_in_production_by_the_migration_and_the_services(
     )
     assert PASSWORD not in refused.stderr + service.stdout + service.stderr
     assert "Traceback" not in service.stderr
+
+
+def test_sslrootcert_system_reads_the_store_ssl_cert_file_names(tls: TlsCluster) -> None:
+    """psycopg's wheel bundles an OpenSSL whose own store (/usr/lib/psycopg-openssl) is
+    empty: with sslrootcert=system it verifies against the operating system's CAs only
+    when SSL_CERT_FILE or SSL_CERT_DIR names them, as the chart and the image do."""
+    database = tls.cluster.create_database("taskstack_tls_system")
+    system = tls.url(database, sslmode="verify-full", sslrootcert="system")
+    without = migrate(system, **PRODUCTION)
+    assert without.returncode == 1 and "certificate verify failed" in without.stderr
+    named = migrate(system, **PRODUCTION, SSL_CERT_FILE=str(tls.ca_file))
+    assert named.returncode == 0, named.stderr
