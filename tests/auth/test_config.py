@@ -11,7 +11,7 @@ from taskstack.common.settings import describe_settings_error
 
 def base(keys_dir: Path) -> dict[str, object]:
     return {
-        "database_url": "postgres://u@h/db",
+        "database_url": "postgres://u@h/db?sslmode=verify-full&sslrootcert=system",
         "auth_signing_keys_dir": keys_dir,
         "token_issuer": "https://taskstack.example",
     }

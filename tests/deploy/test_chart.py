@@ -6,13 +6,14 @@ import re
 import tomllib
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import helm_python
 import kubernetes_validate
 import pytest
 import yaml
 
+from taskstack.common.settings import verifies_server
 from taskstack.dev.services import SERVICES as DEV_SERVICES
 from tests.deploy import chart
 from tests.deploy.chart import CHART, CI_VALUES, SERVICES, TILT_VALUES, Manifest, Rendering
@@ -445,12 +446,48 @@ def test_neon_migrations_use_the_direct_endpoint() -> None:
     (values,) = [p for p in CI_VALUES if p.stem == "neon-values"]
     rendering = chart.render_file(values)
     secret = rendering.named("Secret", "taskstack-database")["stringData"]
-    assert "-pooler." in secret["DATABASE_URL"] and "sslmode=require" in secret["DATABASE_URL"]
+    assert "-pooler." in secret["DATABASE_URL"]
     assert "-pooler" not in secret["DATABASE_MIGRATION_URL"]
-    assert "sslmode=require" in secret["DATABASE_MIGRATION_URL"]
+    # Both verify Neon's certificate and bind the login to the TLS channel: what a
+    # production service and migration require of them.
+    for variable in ("DATABASE_URL", "DATABASE_MIGRATION_URL"):
+        query = dict(parse_qsl(urlsplit(secret[variable]).query))
+        assert query == {
+            "sslmode": "verify-full",
+            "sslrootcert": "system",
+            "channel_binding": "require",
+        }
+        assert verifies_server(secret[variable])
     for deployment in rendering.of_kind("Deployment"):
         (container,) = deployment["spec"]["template"]["spec"]["containers"]
         assert "DATABASE_MIGRATION_URL" not in {e["name"] for e in container["env"]}
+
+
+def test_a_migration_job_fails_with_its_own_error_before_helm_gives_up() -> None:
+    """A held lock or a refused URL fails the Job with the command's one line, in its logs and
+    its termination message, within Helm's default 5-minute wait."""
+    rendering = chart.render_file(None)
+    for service in SERVICES:
+        job = rendering.named("Job", f"{chart.service_name(service)}-migrate")["spec"]
+        (container,) = job["template"]["spec"]["containers"]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        lock_wait = float(env["DATABASE_MIGRATION_LOCK_TIMEOUT_SECONDS"])
+        attempts = job["backoffLimit"] + 1
+        assert attempts * lock_wait < job["activeDeadlineSeconds"] < 300
+        assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
+        assert "DATABASE_TRUSTED_NETWORK" not in env  # verified TLS unless the values say so
+    trusted = chart.render({"database": {"trustedNetwork": True}})
+    for service in SERVICES:
+        config = trusted.named("ConfigMap", chart.service_name(service))["data"]
+        assert config["DATABASE_TRUSTED_NETWORK"] == "true"
+    for job in trusted.of_kind("Job"):
+        (container,) = job["spec"]["template"]["spec"]["containers"]
+        assert {"name": "DATABASE_TRUSTED_NETWORK", "value": "true"} in container["env"]
+
+
+def test_a_lock_wait_longer_than_the_job_deadline_is_refused() -> None:
+    with pytest.raises(helm_python.HelmError, match="lockTimeoutSeconds"):
+        chart.render({"migrations": {"lockTimeoutSeconds": 200, "activeDeadlineSeconds": 240}})
 
 
 # ---- configuration and secrets
@@ -828,4 +865,8 @@ def test_the_documented_install_example_works() -> None:
             if "secret" in volume:
                 referenced.add(volume["secret"]["secretName"])
     assert created == referenced
-    assert "-pooler" in block and block.count("sslmode=require") == 2
+    assert "-pooler" in block
+    # Both URLs verify the server: what the release, in production, requires of them.
+    urls = re.findall(r"DATABASE_(?:MIGRATION_)?URL='([^']+)'", block)
+    assert len(urls) == 2 and all(verifies_server(url) for url in urls)
+    assert all("channel_binding=require" in url for url in urls)

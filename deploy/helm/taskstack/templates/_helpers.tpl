@@ -227,6 +227,12 @@ DATABASE_STARTUP_TIMEOUT: {{ $v.database.startupTimeout | toString | quote }}
 {{- if ne $v.database.transactionPooler "auto" }}
 DATABASE_TRANSACTION_POOLER: {{ $v.database.transactionPooler | quote }}
 {{- end }}
+{{- if $v.database.trustedNetwork }}
+DATABASE_TRUSTED_NETWORK: "true"
+{{- end }}
+{{- if .migrate }}
+DATABASE_MIGRATION_LOCK_TIMEOUT_SECONDS: {{ $v.migrations.lockTimeoutSeconds | toString | quote }}
+{{- end }}
 {{- if $v.telemetry.otlpEndpoint }}
 OTEL_EXPORTER_OTLP_ENDPOINT: {{ $v.telemetry.otlpEndpoint | quote }}
 OTEL_SERVICE_NAME: {{ printf "taskstack-%s" .name | quote }}

@@ -11,7 +11,7 @@ from starlette.middleware import Middleware
 from taskstack.auth.config import AuthSettings
 from taskstack.auth.errors import install_oauth_error_handler
 from taskstack.auth.gate import SignInGate
-from taskstack.auth.keys import load_signing_keys
+from taskstack.auth.keys import KeyConfigurationError, SigningKeys, load_signing_keys
 from taskstack.auth.passwords import PasswordHasher
 from taskstack.auth.routes import router, well_known
 from taskstack.auth.service import AuthService
@@ -24,14 +24,10 @@ from taskstack.common.tokens import token_verifier
 
 def create_app(settings: AuthSettings | None = None) -> FastAPI:
     settings = settings or from_environment(AuthSettings, "taskstack-auth")
+    keys = _signing_keys(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        keys = load_signing_keys(
-            settings.auth_signing_keys_dir,
-            settings.auth_signing_key_id,
-            production=settings.environment is Environment.PRODUCTION,
-        )
         hasher = await anyio.to_thread.run_sync(
             lambda: PasswordHasher(
                 pepper=settings.auth_password_pepper.get_secret_value(),
@@ -59,3 +55,16 @@ def create_app(settings: AuthSettings | None = None) -> FastAPI:
     )
     install_oauth_error_handler(app)
     return app
+
+
+def _signing_keys(settings: AuthSettings) -> SigningKeys:
+    """The signing keys, or an exit with one line: read here rather than in the lifespan,
+    where uvicorn would print a refused key's error as a traceback."""
+    try:
+        return load_signing_keys(
+            settings.auth_signing_keys_dir,
+            settings.auth_signing_key_id,
+            production=settings.environment is Environment.PRODUCTION,
+        )
+    except KeyConfigurationError as exc:
+        raise SystemExit(f"taskstack-auth: {exc}") from None
