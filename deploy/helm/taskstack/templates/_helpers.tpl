@@ -181,18 +181,20 @@ annotation (generated values are kept across upgrades, so they do not count).
 {{/*
 What auth's signing keys are, for auth's pods' checksum annotation: a change
 rolls auth's pods (the service reads its keys once, at start-up), and only
-theirs. Keys from values count as given; otherwise (a generated key, or an
-existing Secret) the Secret as the cluster holds it, so that `helm upgrade`
-after a key was added to an existing Secret rolls the pods. Without a cluster
-(`helm template`), lookup finds nothing and the checksum stays put.
+theirs. Keys from values count as given, and a generated key by its kid (it is
+kept across upgrades). An existing Secret counts as the cluster holds it, so
+that `helm upgrade` after a key was added to it rolls the pods; without a
+cluster (`helm template`) lookup finds nothing and the checksum stays put.
 */}}
 {{- define "taskstack.signingKeysChecksum" -}}
 {{- $keys := .Values.auth.signingKeys }}
-{{- if and (not $keys.existingSecret) $keys.keys }}
+{{- if $keys.existingSecret }}
+{{- $existing := lookup "v1" "Secret" .Release.Namespace $keys.existingSecret }}
+{{- (get $existing "data") | default dict | toJson | sha256sum }}
+{{- else if $keys.keys }}
 {{- $keys.keys | toJson | sha256sum }}
 {{- else }}
-{{- $existing := lookup "v1" "Secret" .Release.Namespace (include "taskstack.signingKeysSecretName" .) }}
-{{- (get $existing "data") | default dict | toJson | sha256sum }}
+{{- include "taskstack.signingKeyId" . | sha256sum }}
 {{- end }}
 {{- end }}
 
