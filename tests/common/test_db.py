@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import create_engine, literal, select, text
 from sqlalchemy.engine import URL
 
-from taskstack.common import db
+from taskstack.common import db, pool
 from taskstack.common.db import is_transient
 from taskstack.common.settings import ServiceSettings
 from tests.common.conftest import count_notes
@@ -227,7 +227,7 @@ def test_a_dead_connection_taken_unchecked_costs_a_replay_not_an_error(
     # A connection the server ended without the pool noticing (its goodbye not
     # yet arrived, say) fails on its first statement: the request is replayed
     # on a new connection, and the client sees a success.
-    monkeypatch.setattr(db, "_has_input", lambda connection: False)
+    monkeypatch.setattr(pool, "_has_input", lambda connection: False)
     app, faults = demo_app(clean_demo_database, database_pool_size=1)
     with serve(app) as base_url, httpx.Client(base_url=base_url, timeout=10) as client:
         assert client.post("/v1/demo/notes", json={"text": "before"}).status_code == 201
@@ -241,7 +241,7 @@ def test_a_dead_connection_taken_unchecked_costs_a_replay_not_an_error(
 def test_a_pooled_connection_idle_past_the_threshold_is_checked_first(
     clean_demo_database: URL, postgres: PostgresServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(db, "_has_input", lambda connection: False)
+    monkeypatch.setattr(pool, "_has_input", lambda connection: False)
     app, faults = demo_app(
         clean_demo_database, database_pool_size=1, database_pool_check_idle_seconds=0
     )
