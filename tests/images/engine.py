@@ -232,7 +232,18 @@ def build(service: str, target: str, tag: str) -> Image:
         *args, f"--target={target}", f"--tag={name}", "--file=Dockerfile", str(ROOT),
         timeout=BUILD_TIMEOUT,
     )  # fmt: skip
+    remove_stage_containers(uv_base())
     return Image(name, service, target)
+
+
+def remove_stage_containers(image: str) -> None:
+    """buildah 1.28 keeps the working container of a stage that is only a COPY --from
+    source (``FROM ${UV_IMAGE} AS uv``); --force-rm would remove that stage's image, which
+    is the base image itself. So remove those containers, and only those."""
+    listed = json.loads(run("buildah", "containers", "--json").stdout or "null") or []
+    stale = [c["id"] for c in listed if c.get("imagename") == image]
+    if stale:
+        run("buildah", "rm", *stale, check=False)
 
 
 def remove_images(images: Sequence[Image]) -> None:
