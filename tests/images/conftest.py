@@ -1,7 +1,6 @@
 """The services' images run one container at a time, as the chart's pod specs run them."""
 
 import contextlib
-import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,10 +15,18 @@ from tests.deploy.chart import Rendering
 from tests.e2e.cluster import private_cluster
 from tests.images import engine, workloads
 from tests.images.engine import Container, Image, ServiceImages
-from tests.images.workloads import SecretValues, Workload
+from tests.images.workloads import SecretValues, Workload, materialise_secret_volume
 from tests.support.postgres import PostgresServer
 
 STARTUP_TIMEOUT = 60.0
+IMAGES_DIR = Path(__file__).parent
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if IMAGES_DIR in item.path.parents:
+            item.add_marker(pytest.mark.images)
 
 
 @pytest.fixture(scope="session")
@@ -32,16 +39,6 @@ def tcp_database(postgres: PostgresServer) -> Iterator[str]:
         return
     with private_cluster() as cluster:
         yield cluster.libpq(cluster.create_database("taskstack_images"))
-
-
-def materialise_secret_volume(directory: Path, mode: int, group: int) -> None:
-    """The files of a Secret volume as the kubelet writes them: ``defaultMode``, owned
-    by the pod's fsGroup."""
-    directory.chmod(0o755)
-    for path in directory.iterdir():
-        path.chmod(mode)
-        if os.geteuid() == 0:
-            os.chown(path, 0, group)
 
 
 @pytest.fixture(scope="session")

@@ -289,9 +289,12 @@ class Container:
 
     name: str
 
-    def state(self) -> dict[str, Any]:
+    def inspect(self) -> dict[str, Any]:
         found: list[dict[str, Any]] = json.loads(podman("inspect", self.name).stdout)
-        state: dict[str, Any] = found[0]["State"]
+        return found[0]
+
+    def state(self) -> dict[str, Any]:
+        state: dict[str, Any] = self.inspect()["State"]
         return state
 
     def running(self) -> bool:

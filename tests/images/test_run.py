@@ -17,7 +17,6 @@ from tests.images import engine, workloads
 from tests.images.conftest import (
     Deployed,
     Running,
-    materialise_secret_volume,
     migrate,
     start_service,
 )
@@ -178,7 +177,7 @@ def test_production_mode_refuses_development_secrets(
     if value == "development-key":
         keys = tmp_path_factory.mktemp("development-keys")
         env[variable] = generate_signing_key(keys, development=True)
-        materialise_secret_volume(keys, 0o440, 10001)
+        workloads.materialise_secret_volume(keys, 0o440, 10001)
         mount = workloads.signing_keys_mount(work)
         options = [o for o in options if not o.startswith("--volume=")]
         options.append(f"--volume={keys}:{mount}:ro")

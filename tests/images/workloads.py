@@ -3,6 +3,7 @@ values that fit one machine (ci/minimal-values.yaml) in production mode, with th
 Secrets an operator creates (existingSecret) and the images under localhost/."""
 
 import copy
+import os
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ def values(
     jwks_url: str | None = None,
     tasks_replicas: int = 1,
     extra_env: dict[str, str] | None = None,
+    otlp_endpoint: str = "",
 ) -> dict[str, Any]:
     """ci/minimal-values.yaml, in production mode: Secrets by name, the local images,
     the migration Jobs on, and the gateway on loopback as the trusted proxy."""
@@ -51,6 +53,7 @@ def values(
         "migrations": {"enabled": True},
         "database": {"existingSecret": SECRET_NAMES["database"]},
         "extraEnv": extra_env or {},
+        "telemetry": {**out.get("telemetry", {}), "otlpEndpoint": otlp_endpoint},
     }
     return out
 
@@ -94,6 +97,7 @@ class Workload:
 
     @property
     def container(self) -> Manifest:
+        container: Manifest
         (container,) = self.spec["containers"]
         return container
 
@@ -165,3 +169,13 @@ def command_on_port(command: list[str], port: int) -> list[str]:
     argv = list(command)
     argv[argv.index("--port") + 1] = str(port)
     return argv
+
+
+def materialise_secret_volume(directory: Path, mode: int, group: int) -> None:
+    """The files of a Secret volume as the kubelet writes them: ``defaultMode``, owned
+    by the pod's fsGroup."""
+    directory.chmod(0o755)
+    for path in directory.iterdir():
+        path.chmod(mode)
+        if os.geteuid() == 0:
+            os.chown(path, 0, group)
