@@ -51,7 +51,10 @@ def values(
         "image": {"registry": "localhost", "tag": tag, "pullPolicy": "Never"},
         "forwardedAllowIps": "127.0.0.1",
         "migrations": {"enabled": True},
-        "database": {"existingSecret": SECRET_NAMES["database"]},
+        # The test's PostgreSQL listens on loopback, a trusted network; production's
+        # refusal of a URL that does not verify the server is tested against a TLS
+        # server in tests/e2e/test_database_tls.py.
+        "database": {"existingSecret": SECRET_NAMES["database"], "trustedNetwork": True},
         "extraEnv": extra_env or {},
         "telemetry": {**out.get("telemetry", {}), "otlpEndpoint": otlp_endpoint},
     }
