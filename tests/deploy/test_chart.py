@@ -109,6 +109,10 @@ def test_custom_resources_have_their_required_shape(rendering: Rendering) -> Non
         {"server": {"admissionLimt": 8}},
         {"tasks": {"server": {"admissionLimit": 0}}},
         {"tasks": {"autoscaling": {"targetRequestsInProgress": 0}}},
+        {"tasks": {"maxTasksPerUser": 0}},
+        {"tasks": {"rateLimit": {"requestsPerMinute": 0}}},
+        {"tasks": {"rateLimit": {"syncSeconds": 0}}},
+        {"tasks": {"rateLimit": {"perMinute": 100}}},
     ],
 )
 def test_schema_rejects_typos_and_bad_values(values: dict[str, Any]) -> None:
@@ -693,6 +697,47 @@ def test_ingress_tls_and_rate_limit() -> None:
     assert annotations["nginx.ingress.kubernetes.io/limit-burst-multiplier"] == "3"
     assert annotations["nginx.ingress.kubernetes.io/limit-connections"] == "10"
     assert annotations["cert-manager.io/cluster-issuer"] == "letsencrypt"
+
+
+def test_the_per_user_limits_reach_tasks_and_not_its_migrations() -> None:
+    limits = {
+        "TASKS_MAX_TASKS_PER_USER": "100000",
+        "TASKS_RATE_LIMIT_PER_MINUTE": "1200",
+        "TASKS_RATE_LIMIT_SYNC_SECONDS": "1",
+    }
+    rendering = chart.render_file(None)
+    config = rendering.named("ConfigMap", chart.service_name("tasks"))["data"]
+    assert {k: config[k] for k in limits} == limits
+    auth = rendering.named("ConfigMap", chart.service_name("auth"))["data"]
+    assert not auth.keys() & limits.keys()
+    set_here = chart.render(
+        {
+            "tasks": {
+                "maxTasksPerUser": 10,
+                "rateLimit": {"requestsPerMinute": 60, "syncSeconds": 0.5},
+            }
+        }
+    )
+    config = set_here.named("ConfigMap", chart.service_name("tasks"))["data"]
+    assert {k: config[k] for k in limits} == {
+        "TASKS_MAX_TASKS_PER_USER": "10",
+        "TASKS_RATE_LIMIT_PER_MINUTE": "60",
+        "TASKS_RATE_LIMIT_SYNC_SECONDS": "0.5",
+    }
+
+
+def test_the_ingress_example_names_the_controller_settings_for_429_and_hsts() -> None:
+    """ingress-nginx reads these from its own ConfigMap, not from Ingress annotations: the
+    example and the values say so with the exact keys (docs/operations.md too)."""
+    (values,) = [p for p in CI_VALUES if p.stem == "production-ingress-values"]
+    for text in (values.read_text(), (CHART / "values.yaml").read_text()):
+        for setting in (
+            'limit-req-status-code: "429"',
+            'limit-conn-status-code: "429"',
+            'hsts: "true"',
+            'hsts-max-age: "31536000"',
+        ):
+            assert setting in text
 
 
 def test_rate_limit_can_be_turned_off() -> None:

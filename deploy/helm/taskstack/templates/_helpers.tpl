@@ -302,6 +302,9 @@ AUTH_SIGNING_KEY_ID: {{ include "taskstack.signingKeyId" $root | quote }}
 {{- end }}
 {{- if and (eq .name "tasks") (not .migrate) }}
 JWKS_URL: {{ include "taskstack.jwksUrl" $root | quote }}
+TASKS_MAX_TASKS_PER_USER: {{ $svc.maxTasksPerUser | int64 | toString | quote }}
+TASKS_RATE_LIMIT_PER_MINUTE: {{ $svc.rateLimit.requestsPerMinute | int64 | toString | quote }}
+TASKS_RATE_LIMIT_SYNC_SECONDS: {{ $svc.rateLimit.syncSeconds | toString | quote }}
 {{- end }}
 {{- range $name, $value := merge (dict) $svc.extraEnv $v.extraEnv }}
 {{ $name }}: {{ $value | toString | quote }}

@@ -16,6 +16,7 @@ from taskstack.tasks.config import TasksSettings
 from taskstack.tasks.cursor import CursorCodec
 from taskstack.tasks.front import TaskFront
 from taskstack.tasks.models import API_PREFIX
+from taskstack.tasks.ratelimit import RateLimit
 from taskstack.tasks.routes import router
 from taskstack.tasks.service import TaskService
 
@@ -35,12 +36,21 @@ def create_app(settings: TasksSettings | None = None) -> FastAPI:
             app.state.database,
             CursorCodec(settings.tasks_cursor_secret.get_secret_value().encode()),
             timedelta(hours=settings.tasks_idempotency_hours),
+            settings.tasks_max_tasks_per_user,
         )
-        async with remote_jwks(
-            settings.jwks_url,
-            ttl=settings.jwks_cache_seconds,
-            cooldown=settings.jwks_refetch_cooldown_seconds,
-        ) as jwks:
+        app.state.rate_limit = RateLimit(
+            app.state.database,
+            limit=settings.tasks_rate_limit_per_minute,
+            sync_seconds=settings.tasks_rate_limit_sync_seconds,
+        )
+        async with (
+            app.state.rate_limit.sharing(),
+            remote_jwks(
+                settings.jwks_url,
+                ttl=settings.jwks_cache_seconds,
+                cooldown=settings.jwks_refetch_cooldown_seconds,
+            ) as jwks,
+        ):
             app.state.token_verifier = token_verifier(settings, jwks)
             yield
 

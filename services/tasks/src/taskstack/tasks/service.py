@@ -17,11 +17,16 @@ from taskstack.common.db import Database
 from taskstack.tasks import idempotency, repository
 from taskstack.tasks.cursor import CursorCodec
 from taskstack.tasks.encoding import EncodedPage, EncodedTask
-from taskstack.tasks.errors import BulkDeleteNeedsCompleted
+from taskstack.tasks.errors import BulkDeleteNeedsCompleted, TaskQuotaExceeded
 from taskstack.tasks.etags import EntityTags, etag
 from taskstack.tasks.idempotency import IdempotentRequest, StoredResponse
 from taskstack.tasks.listing import TaskListParams, list_tasks
-from taskstack.tasks.metrics import TASKS_CREATED, TASKS_DELETED, count_completion
+from taskstack.tasks.metrics import (
+    QUOTA_REFUSALS,
+    TASKS_CREATED,
+    TASKS_DELETED,
+    count_completion,
+)
 from taskstack.tasks.models import API_PREFIX, TaskCreate, TaskUpdate
 
 
@@ -36,6 +41,8 @@ class TaskService:
     database: Database
     cursor_codec: CursorCodec
     idempotency_retention: timedelta
+    # Tasks one owner may hold (TASKS_MAX_TASKS_PER_USER).
+    quota: int
 
     async def create(
         self, owner: uuid.UUID, data: TaskCreate, idempotency_key: str | None
@@ -50,7 +57,12 @@ class TaskService:
                 stored := await idempotency.replay_or_claim(connection, keyed)
             ):
                 return stored
-            task = EncodedTask.of(await repository.create(connection, owner, data))
+            try:
+                row = await repository.create(connection, owner, data, self.quota)
+            except TaskQuotaExceeded:
+                QUOTA_REFUSALS.inc()
+                raise
+            task = EncodedTask.of(row)
             created = StoredResponse(201, task.body, task_headers(task))
             if keyed is not None:
                 await idempotency.remember(
