@@ -17,7 +17,7 @@ from sqlalchemy.engine import URL
 from taskstack.auth.main import create_app
 from tests.deploy import chart
 from tests.support.auth import STRONG_PASSWORD, auth_settings, bearer, login, refresh, register
-from tests.support.otlp import OtlpReceiver
+from tests.support.otlp import OtlpReceiver, ReceivedSpan
 from tests.support.processes import service_process
 from tests.support.servers import serve
 from tests.support.tracing import recorded_spans
@@ -72,6 +72,19 @@ def test_no_span_carries_a_password_or_a_token(
     assert "authorization" not in recorded.lower()
 
 
+def traced_registration(auth_url: str, collector: OtlpReceiver) -> ReceivedSpan:
+    """Register through auth at ``auth_url``; the registration's server span, once it has
+    reached ``collector``."""
+    with httpx.Client(base_url=auth_url) as client:
+        register(client, "ada@example.com")
+    deadline = time.monotonic() + 15
+    while not any(s.name == "POST /v1/auth/register" for s in collector.spans):
+        assert time.monotonic() < deadline, "no span reached the collector"
+        time.sleep(0.1)
+    [server] = [s for s in collector.spans if s.name == "POST /v1/auth/register"]
+    return server
+
+
 @pytest.fixture
 def receiver() -> Iterator[tuple[str, OtlpReceiver]]:
     collector = OtlpReceiver()
@@ -91,13 +104,8 @@ def test_spans_reach_an_otlp_http_collector_with_their_resource(
         POD_NAME="auth-7d9f-abcde",
         POD_NAMESPACE="taskstack",
     )
-    with service_process(AUTH, env) as auth, httpx.Client(base_url=auth.base_url) as client:
-        register(client, "ada@example.com")
-        deadline = time.monotonic() + 15
-        while not any(s.name == "POST /v1/auth/register" for s in collector.spans):
-            assert time.monotonic() < deadline, "no span reached the collector"
-            time.sleep(0.1)
-    [server] = [s for s in collector.spans if s.name == "POST /v1/auth/register"]
+    with service_process(AUTH, env) as auth:
+        server = traced_registration(auth.base_url, collector)
     assert server.resource["service.name"] == "taskstack-auth"
     assert server.resource["service.version"] == "0.1.0"
     assert server.resource["k8s.pod.name"] == "auth-7d9f-abcde"
@@ -128,13 +136,8 @@ def test_spans_reach_the_collector_on_the_port_the_chart_names_with_the_charts_r
     collector = OtlpReceiver()
     with serve(collector.app(), host=host, port=named.port):
         env = service_env(migrated_database, keys_dir, OTEL_BSP_SCHEDULE_DELAY="100", **otel)
-        with service_process(AUTH, env) as auth, httpx.Client(base_url=auth.base_url) as client:
-            register(client, "ada@example.com")
-            deadline = time.monotonic() + 15
-            while not any(s.name == "POST /v1/auth/register" for s in collector.spans):
-                assert time.monotonic() < deadline, "no span reached the collector"
-                time.sleep(0.1)
-    [server] = [s for s in collector.spans if s.name == "POST /v1/auth/register"]
+        with service_process(AUTH, env) as auth:
+            server = traced_registration(auth.base_url, collector)
     assert {
         key: server.resource.get(key)
         for key in (
