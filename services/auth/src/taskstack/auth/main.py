@@ -1,5 +1,6 @@
 """The auth service's ASGI app: `uvicorn --factory taskstack.auth.main:create_app`."""
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import version
@@ -12,14 +13,38 @@ from taskstack.auth.config import AuthSettings
 from taskstack.auth.errors import install_oauth_error_handler
 from taskstack.auth.gate import SignInGate
 from taskstack.auth.keys import load_signing_keys
+from taskstack.auth.mail import MAIL_OUTBOX, SmtpSender
+from taskstack.auth.outbox import Courier, running
 from taskstack.auth.passwords import PasswordHasher
 from taskstack.auth.routes import router, well_known
 from taskstack.auth.service import AuthService
 from taskstack.auth.throttle import Throttle
 from taskstack.common.app import create_service_app
+from taskstack.common.db import Database
 from taskstack.common.jwks import StaticKeySet
 from taskstack.common.settings import Environment, from_environment
 from taskstack.common.tokens import token_verifier
+
+logger = logging.getLogger(__name__)
+
+
+def mail_courier(database: Database, settings: AuthSettings) -> Courier:
+    if settings.smtp_host is None:
+        logger.warning("SMTP_HOST is not set: mails are queued, not sent")
+    return Courier(
+        database,
+        MAIL_OUTBOX,
+        SmtpSender(settings) if settings.smtp_host else _unsent,
+        poll_seconds=settings.outbox_poll_seconds,
+        # Past the SMTP timeout, with room for the connection and the greeting.
+        lease_seconds=3 * settings.smtp_timeout_seconds,
+        retry_base_seconds=settings.outbox_retry_base_seconds,
+        retry_max_seconds=settings.outbox_retry_max_seconds,
+    )
+
+
+async def _unsent(_: object) -> None:
+    raise RuntimeError("SMTP_HOST is not set")
 
 
 def create_app(settings: AuthSettings | None = None) -> FastAPI:
@@ -41,10 +66,14 @@ def create_app(settings: AuthSettings | None = None) -> FastAPI:
                 queue_timeout=settings.auth_hash_queue_timeout_seconds,
             )
         )
-        app.state.auth = AuthService(app.state.database, settings, keys, hasher, Throttle(settings))
+        mail = mail_courier(app.state.database, settings)
+        app.state.auth = AuthService(
+            app.state.database, settings, keys, hasher, Throttle(settings), mail.wake
+        )
         app.state.token_verifier = token_verifier(settings, StaticKeySet(keys.public_keys))
         try:
-            yield
+            async with running([mail] if settings.smtp_host else []):
+                yield
         finally:
             hasher.close()
 

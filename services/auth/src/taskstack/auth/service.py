@@ -63,6 +63,8 @@ class AuthService:
     keys: SigningKeys
     hasher: PasswordHasher
     throttle: Throttle
+    # Called after a commit that queued a mail, so this replica's courier sends it now.
+    mail_queued: Callable[[], None] = lambda: None
 
     @property
     def lifetimes(self) -> refresh_tokens.Lifetimes:
