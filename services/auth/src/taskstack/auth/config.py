@@ -59,9 +59,9 @@ class AuthSettings(ServiceSettings):
 
     auth_jwks_max_age_seconds: int = Field(default=300, ge=0)
 
-    # Account lifecycle: links in mails point at PUBLIC_URL (the gateway's public
-    # base); one-time tokens expire after these lifetimes.
-    public_url: str = "http://127.0.0.1:8000"
+    # Account lifecycle: links in mails point at PUBLIC_URL (the client application;
+    # unset, the public base TOKEN_ISSUER names); one-time tokens expire after these.
+    public_url: str | None = None
     auth_require_verified_email: bool = False
     auth_verification_token_seconds: int = Field(default=24 * 3600, ge=60)
     auth_reset_token_seconds: int = Field(default=30 * 60, ge=60)
@@ -97,8 +97,14 @@ class AuthSettings(ServiceSettings):
             raise ValueError(
                 f"AUTH_BCRYPT_COST must be at least {MINIMUM_PRODUCTION_BCRYPT_COST} in production"
             )
-        if self.environment is Environment.PRODUCTION and not self.public_url.startswith(
-            "https://"
+        if (
+            self.environment is Environment.PRODUCTION
+            and self.public_url is not None
+            and not self.public_url.startswith("https://")
         ):
             raise ValueError("PUBLIC_URL must be an https:// URL in production")
         return self
+
+    @property
+    def link_base(self) -> str:
+        return (self.public_url or self.token_issuer).rstrip("/")

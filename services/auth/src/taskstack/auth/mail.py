@@ -75,8 +75,12 @@ def compose(template: Template, recipient: str, **values: Any) -> Mail:
     )
 
 
+def page(settings: AuthSettings, path: str) -> str:
+    return settings.link_base + path
+
+
 def link(settings: AuthSettings, page: str, token: str) -> str:
-    return f"{settings.public_url.rstrip('/')}{page}?{urlencode({'token': token})}"
+    return f"{settings.link_base}{page}?{urlencode({'token': token})}"
 
 
 async def queue(connection: Connection, mail: Mail) -> None:

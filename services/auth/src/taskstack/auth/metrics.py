@@ -37,3 +37,9 @@ OUTBOX_DELIVERIES = Counter(
     "Outbox deliveries, by outbox and result: delivered, failed (retried later), dropped.",
     ["outbox", "result"],
 )
+MAIL_REQUESTS = Counter(
+    "taskstack_auth_mail_requests",
+    "Verification resends and password resets asked for, by purpose and result "
+    "(accepted whether or not the address has an account, throttled).",
+    ["purpose", "result"],
+)

@@ -180,6 +180,36 @@ class Registration(StrictModel):
     )
 
 
+class RegistrationAccepted(SQLModel):
+    """The answer to a registration, the same whether or not the address had an account."""
+
+    email: str
+    detail: str = (
+        "Check your inbox: a mail to this address says what to do next "
+        "(verify the address, or sign in if it already has an account)."
+    )
+
+
+class AddressRequest(StrictModel):
+    """The body of a request for a mail: a verification resend, a password reset."""
+
+    email: Email
+
+
+class LinkToken(StrictModel):
+    """The token of a mailed link."""
+
+    token: str = Field(min_length=1, max_length=4096)
+
+
+class PasswordReset(StrictModel):
+    token: str = Field(min_length=1, max_length=4096)
+    new_password: str = Field(
+        description="8 to 1024 characters; not a common password, not the e-mail address.",
+        schema_extra={"json_schema_extra": _NEW_PASSWORD_SCHEMA},
+    )
+
+
 class PasswordChange(StrictModel):
     current_password: str = Field(max_length=4096)
     new_password: str = Field(
