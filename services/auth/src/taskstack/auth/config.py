@@ -82,6 +82,9 @@ class AuthSettings(ServiceSettings):
     smtp_password: SecretStr | None = None
     smtp_sender: str = "taskstack <no-reply@localhost>"
     smtp_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    # Where account events (deleted, disabled, enabled) are pushed: the tasks service's
+    # internal endpoint, inside the cluster. Unset: events are kept, not delivered.
+    auth_events_url: str | None = None
     # Delivery retries back off from the base, doubling, up to the cap; a row is
     # leased to one replica while it works on it.
     outbox_poll_seconds: float = Field(default=1.0, gt=0, le=60)

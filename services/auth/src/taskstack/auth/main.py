@@ -6,13 +6,15 @@ from contextlib import asynccontextmanager
 from importlib.metadata import version
 
 import anyio
+import httpx
 from fastapi import FastAPI
 from starlette.middleware import Middleware
 
+from taskstack.auth.closure import ACCOUNT_EVENTS, EventPusher
 from taskstack.auth.config import AuthSettings
 from taskstack.auth.errors import install_oauth_error_handler
 from taskstack.auth.gate import SignInGate
-from taskstack.auth.keys import load_signing_keys
+from taskstack.auth.keys import SigningKeys, load_signing_keys
 from taskstack.auth.mail import MAIL_OUTBOX, SmtpSender
 from taskstack.auth.outbox import Courier, running
 from taskstack.auth.passwords import PasswordHasher
@@ -44,7 +46,24 @@ def mail_courier(database: Database, settings: AuthSettings) -> Courier:
 
 
 async def _unsent(_: object) -> None:
-    raise RuntimeError("SMTP_HOST is not set")
+    raise RuntimeError("not configured")
+
+
+EVENT_TIMEOUT_SECONDS = 10.0
+
+
+def events_courier(
+    database: Database, settings: AuthSettings, keys: SigningKeys, client: httpx.AsyncClient
+) -> Courier:
+    return Courier(
+        database,
+        ACCOUNT_EVENTS,
+        EventPusher(settings, keys, client) if settings.auth_events_url else _unsent,
+        poll_seconds=settings.outbox_poll_seconds,
+        lease_seconds=3 * EVENT_TIMEOUT_SECONDS,
+        retry_base_seconds=settings.outbox_retry_base_seconds,
+        retry_max_seconds=settings.outbox_retry_max_seconds,
+    )
 
 
 def create_app(settings: AuthSettings | None = None) -> FastAPI:
@@ -66,15 +85,24 @@ def create_app(settings: AuthSettings | None = None) -> FastAPI:
                 queue_timeout=settings.auth_hash_queue_timeout_seconds,
             )
         )
-        mail = mail_courier(app.state.database, settings)
+        database = app.state.database
+        mail = mail_courier(database, settings)
+        client = httpx.AsyncClient(timeout=EVENT_TIMEOUT_SECONDS, trust_env=False)
+        events = events_courier(database, settings, keys, client)
         app.state.auth = AuthService(
-            app.state.database, settings, keys, hasher, Throttle(settings), mail.wake
+            database, settings, keys, hasher, Throttle(settings), mail.wake, events.wake
         )
         app.state.token_verifier = token_verifier(settings, StaticKeySet(keys.public_keys))
+        couriers = [mail] if settings.smtp_host else []
+        if settings.auth_events_url:
+            couriers.append(events)
+        else:
+            logger.warning("AUTH_EVENTS_URL is not set: account events are kept, not delivered")
         try:
-            async with running([mail] if settings.smtp_host else []):
+            async with running(couriers):
                 yield
         finally:
+            await client.aclose()
             hasher.close()
 
     app = create_service_app(

@@ -190,6 +190,12 @@ class RegistrationAccepted(SQLModel):
     )
 
 
+class AccountDeletion(StrictModel):
+    """The body of DELETE /v1/auth/me: the current password, checked again."""
+
+    password: str = Field(max_length=4096)
+
+
 class AddressRequest(StrictModel):
     """The body of a request for a mail: a verification resend, a password reset."""
 

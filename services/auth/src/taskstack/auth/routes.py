@@ -8,6 +8,7 @@ from fastapi.responses import JSONResponse
 from taskstack.auth.dependencies import AuthServiceDep, ClientIP
 from taskstack.auth.errors import NO_STORE, InvalidRequest, UnsupportedGrantType
 from taskstack.auth.models import (
+    AccountDeletion,
     AddressRequest,
     LinkToken,
     OAuthErrorAnswer,
@@ -194,6 +195,22 @@ async def revoke(
 @router.get("/me", response_model=UserPublic)
 async def me(token: CurrentToken, auth: AuthServiceDep) -> UserPublic:
     return await auth.account(token.subject)
+
+
+@router.delete(
+    "/me",
+    status_code=204,
+    responses={
+        400: {"model": Problem, "description": "The password is wrong."},
+        **_THROTTLED,
+    },
+    summary="Delete the account (and, through the tasks service, every task of it)",
+)
+async def delete_me(
+    body: AccountDeletion, token: CurrentToken, auth: AuthServiceDep, client_ip: ClientIP
+) -> Response:
+    await auth.closure.delete_own(token.subject, body.password, client_ip)
+    return Response(status_code=204)
 
 
 @router.post(

@@ -17,6 +17,7 @@ from datetime import timedelta
 from typing import Concatenate, ParamSpec, TypeVar
 
 from taskstack.auth import mail, one_time_tokens, refresh_tokens, repository
+from taskstack.auth.closure import Closure
 from taskstack.auth.config import AuthSettings
 from taskstack.auth.errors import (
     AccountDisabled,
@@ -68,10 +69,23 @@ class AuthService:
     throttle: Throttle
     # Called after a commit that queued a mail, so this replica's courier sends it now.
     mail_queued: Callable[[], None] = lambda: None
+    # Called after a commit that recorded an account event, for this replica's courier.
+    event_recorded: Callable[[], None] = lambda: None
 
     @property
     def recovery(self) -> Recovery:
         return Recovery(self.database, self.settings, self.hasher, self.throttle, self.mail_queued)
+
+    @property
+    def closure(self) -> Closure:
+        return Closure(
+            self.database,
+            self.settings,
+            self.hasher,
+            self.throttle,
+            self.mail_queued,
+            self.event_recorded,
+        )
 
     @property
     def lifetimes(self) -> refresh_tokens.Lifetimes:

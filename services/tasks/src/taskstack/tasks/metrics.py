@@ -12,3 +12,11 @@ TASKS_DELETED = Counter("taskstack_tasks_deleted", "Tasks deleted, one by one or
 def count_completion(written: EncodedTask) -> None:
     if written.just_completed:
         TASKS_COMPLETED.inc()
+
+
+ACCOUNT_EVENTS = Counter(
+    "taskstack_tasks_account_events",
+    "Account events from auth, by kind (deleted, disabled, enabled) and result "
+    "(applied, duplicate: an event delivered again).",
+    ["kind", "result"],
+)
