@@ -120,6 +120,10 @@ async def _serve(options: UpOptions, database: URL, smtp_port: int) -> None:
         "SMTP_PORT": str(smtp_port),
         "SMTP_SECURITY": "none",
         "PUBLIC_URL": f"http://{HOST}:{options.port}",
+        # Account events (a deleted account's tasks) go straight to tasks' internal endpoint.
+        "AUTH_EVENTS_URL": (
+            f"http://{HOST}:{options.service_ports['tasks']}/internal/account-events"
+        ),
     }
     children: dict[str, asyncio.subprocess.Process] = {}
     streams: list[asyncio.Task[None]] = []
