@@ -92,6 +92,10 @@ ENV PATH=/app/.venv/bin:$PATH \
     UVICORN_LIMIT_CONCURRENCY=4096 \
     UVICORN_BACKLOG=2048 \
     UVICORN_TIMEOUT_KEEP_ALIVE=65
+# A database URL with sslrootcert=system (what production asks for, docs/security.md):
+# the OpenSSL inside psycopg's wheel looks for "the system's" CAs under its own build
+# prefix (/usr/lib/psycopg-openssl), which is empty; this points it at Debian's store.
+ENV SSL_CERT_DIR=/etc/ssl/certs
 WORKDIR /app
 COPY --from=build /app/.venv /app/.venv
 USER 10001:10001

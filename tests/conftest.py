@@ -10,9 +10,11 @@ from sqlalchemy.engine import URL
 from taskstack.auth.keys import generate_signing_key
 from taskstack.common.migrations import upgrade
 from taskstack.dev.services import SERVICES
+from tests.images.engine import ServiceImages
 from tests.support.postgres import PostgresServer, postgres_for_tests
 
 SERVICE_SCHEMAS = tuple(service.history.schema for service in SERVICES)
+IMAGES = pytest.StashKey[ServiceImages]()
 
 
 @pytest.fixture(scope="session")
@@ -53,3 +55,23 @@ def database_url(migrated_database: URL, postgres: PostgresServer) -> URL:
         if tables:
             conn.execute(f"TRUNCATE {', '.join(t for (t,) in tables)} RESTART IDENTITY CASCADE")
     return migrated_database
+
+
+@pytest.fixture(scope="session")
+def service_images(pytestconfig: pytest.Config) -> Iterator[ServiceImages]:
+    """The services' images, built from the Dockerfile with buildah on first use
+    (tests/images/engine.py); removed when the session ends, their base images kept."""
+    images = pytestconfig.stash[IMAGES] = ServiceImages()
+    try:
+        yield images
+    finally:
+        images.close()
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
+    if (images := config.stash.get(IMAGES, None)) and images.built:
+        terminalreporter.section("Images")
+        for line in images.report():
+            terminalreporter.write_line(line)

@@ -3,11 +3,13 @@
 The API pages link to ``api/auth-openapi.json`` and ``api/tasks-openapi.json``.
 They come from ``create_app(...).openapi()``, the very document the running
 service serves, so the site can never publish a stale one. Building an app
-connects to nothing: only its lifespan does, and it never runs here.
+connects to nothing: only its lifespan does, and it never runs here. Building
+auth's reads its signing keys: it gets a throw-away one.
 """
 
 import json
 import logging
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +20,7 @@ from mkdocs.config.defaults import MkDocsConfig
 from mkdocs.structure.files import File, Files
 
 from taskstack.auth.config import AuthSettings
+from taskstack.auth.keys import generate_signing_key
 from taskstack.auth.main import create_app as create_auth_app
 from taskstack.tasks.config import TasksSettings
 from taskstack.tasks.main import create_app as create_tasks_app
@@ -30,13 +33,15 @@ _NO_ENVIRONMENT = "TASKSTACK_DOCUMENTATION_BUILD_"
 
 
 def _auth_app() -> FastAPI:
-    return create_auth_app(
-        AuthSettings(
-            _env_prefix=_NO_ENVIRONMENT,
-            database_url=_UNUSED_DATABASE_URL,
-            auth_signing_keys_dir=Path("unused-signing-keys"),
+    with tempfile.TemporaryDirectory(prefix="taskstack-docs-keys-") as keys:
+        generate_signing_key(Path(keys))
+        return create_auth_app(
+            AuthSettings(
+                _env_prefix=_NO_ENVIRONMENT,
+                database_url=_UNUSED_DATABASE_URL,
+                auth_signing_keys_dir=Path(keys),
+            )
         )
-    )
 
 
 def _tasks_app() -> FastAPI:

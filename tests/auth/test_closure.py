@@ -118,6 +118,8 @@ def test_deleting_an_account_while_tasks_is_down_purges_its_tasks_once_tasks_is_
             _wait(lambda: _count(postgres, database_url, owned, user_id) == 0)
             keys = "SELECT count(*) FROM tasks.idempotency_key WHERE owner_id = %s"
             assert _count(postgres, database_url, keys, user_id) == 0
+            counted = "SELECT count(*) FROM tasks.task_count WHERE owner_id = %s"
+            assert _count(postgres, database_url, counted, user_id) == 0
             _wait(
                 lambda: (
                     _count(postgres, database_url, "SELECT count(*) FROM auth.account_event") == 0

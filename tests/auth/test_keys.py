@@ -1,5 +1,7 @@
 """Signing keys from a directory: what loads, what is refused, what the JWKS shows."""
 
+import base64
+import hashlib
 import stat
 from pathlib import Path
 
@@ -7,6 +9,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from taskstack.auth.development_keys import jwk_thumbprint
 from taskstack.auth.keys import KeyConfigurationError, generate_signing_key, load_signing_keys
 
 
@@ -65,3 +68,30 @@ def test_development_keys_are_refused_in_production(tmp_path: Path) -> None:
     assert load_signing_keys(tmp_path, None, production=False).signing_kid == kid
     with pytest.raises(KeyConfigurationError, match="development key"):
         load_signing_keys(tmp_path, None, production=True)
+
+
+def test_a_known_development_key_is_refused_in_production_under_any_kid(tmp_path: Path) -> None:
+    kid = generate_signing_key(tmp_path)  # a name that says nothing about development
+    public = load_signing_keys(tmp_path, None, production=False).public_keys[kid]
+    known = frozenset({jwk_thumbprint(public)})
+    loaded = load_signing_keys(tmp_path, None, production=False, development_keys=known)
+    assert loaded.signing_kid == kid  # development: any key will do
+    assert load_signing_keys(tmp_path, None, production=True).signing_kid == kid  # not known
+    with pytest.raises(KeyConfigurationError) as caught:
+        load_signing_keys(tmp_path, None, production=True, development_keys=known)
+    assert str(caught.value) == (
+        f"signing key {kid!r} is a published development key (JWK thumbprint "
+        f"{jwk_thumbprint(public)}); generate a new one with `taskstack keys generate`"
+    )
+
+
+def test_the_thumbprint_is_rfc_7638s_of_the_public_key() -> None:
+    key = ec.derive_private_key(1, ec.SECP256R1())  # the curve's generator point
+    numbers = key.public_key().public_numbers()
+
+    def b64(value: int) -> str:
+        return base64.urlsafe_b64encode(value.to_bytes(32, "big")).rstrip(b"=").decode()
+
+    canonical = f'{{"crv":"P-256","kty":"EC","x":"{b64(numbers.x)}","y":"{b64(numbers.y)}"}}'
+    expected = base64.urlsafe_b64encode(hashlib.sha256(canonical.encode()).digest())
+    assert jwk_thumbprint(key.public_key()) == expected.rstrip(b"=").decode()

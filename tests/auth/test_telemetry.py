@@ -1,17 +1,21 @@
 """The auth service's traces: delivered over OTLP/HTTP, free of secrets, never in the way."""
 
+import json
+import os
 import socket
 import statistics
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 from sqlalchemy.engine import URL
 
 from taskstack.auth.main import create_app
+from tests.deploy import chart
 from tests.support.auth import STRONG_PASSWORD, auth_settings, bearer, login, refresh, register
 from tests.support.otlp import OtlpReceiver
 from tests.support.processes import service_process
@@ -100,6 +104,86 @@ def test_spans_reach_an_otlp_http_collector_with_their_resource(
     assert server.resource["k8s.namespace.name"] == "taskstack"
     sql = [s for s in collector.spans if s.trace_id == server.trace_id and s is not server]
     assert sql, "the request's SQL spans share its trace"
+
+
+def test_spans_reach_the_collector_on_the_port_the_chart_names_with_the_charts_resource(
+    migrated_database: URL, database_url: URL, keys_dir: Path
+) -> None:
+    """auth run with the OTEL_* environment the chart gives its pods (Downward API values
+    filled in as the kubelet would), exporting to a collector listening on the port the
+    chart's example names: the collector's host name aside, nothing is adapted."""
+    (values,) = [p for p in chart.CI_VALUES if p.stem == "monitoring-values"]
+    rendering = chart.render_file(values)
+    pod = chart.Pod(name="taskstack-auth-7d9f-abcde", namespace="taskstack-prod")
+    environment = chart.container_environment(
+        rendering, rendering.named("Deployment", "taskstack-auth"), pod
+    )
+    otel = {name: value for name, value in environment.items() if name.startswith("OTEL_")}
+    named = urlsplit(otel["OTEL_EXPORTER_OTLP_ENDPOINT"])
+    assert named.port == 4318
+    # Any loopback address will do for the collector's name; a random one keeps the
+    # well-known port clear of anything else on 127.0.0.1.
+    host = "127." + ".".join(str(1 + octet % 254) for octet in os.urandom(3))
+    otel["OTEL_EXPORTER_OTLP_ENDPOINT"] = named._replace(netloc=f"{host}:{named.port}").geturl()
+    collector = OtlpReceiver()
+    with serve(collector.app(), host=host, port=named.port):
+        env = service_env(migrated_database, keys_dir, OTEL_BSP_SCHEDULE_DELAY="100", **otel)
+        with service_process(AUTH, env) as auth, httpx.Client(base_url=auth.base_url) as client:
+            register(client, "ada@example.com")
+            deadline = time.monotonic() + 15
+            while not any(s.name == "POST /v1/auth/register" for s in collector.spans):
+                assert time.monotonic() < deadline, "no span reached the collector"
+                time.sleep(0.1)
+    [server] = [s for s in collector.spans if s.name == "POST /v1/auth/register"]
+    assert {
+        key: server.resource.get(key)
+        for key in (
+            "service.name",
+            "service.namespace",
+            "service.version",
+            "deployment.environment.name",
+            "k8s.pod.name",
+            "k8s.namespace.name",
+        )
+    } == {
+        "service.name": "taskstack-auth",
+        "service.namespace": "taskstack",
+        "service.version": "0.1.0",
+        "deployment.environment.name": "development",
+        "k8s.pod.name": "taskstack-auth-7d9f-abcde",
+        "k8s.namespace.name": "taskstack-prod",
+    }
+
+
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+
+
+def test_a_callers_trace_id_reaches_the_logs_with_no_exporter(
+    migrated_database: URL, database_url: URL, keys_dir: Path
+) -> None:
+    """No OTLP endpoint, so nothing is traced or exported: the log line of a request that
+    came with a traceparent still carries its trace id, for correlation upstream."""
+    env = service_env(migrated_database, keys_dir, ACCESS_LOG="true")
+    with service_process(AUTH, env) as auth:
+        answer = httpx.get(
+            f"{auth.base_url}/.well-known/jwks.json",
+            headers={"traceparent": f"00-{TRACE_ID}-00f067aa0ba902b7-01"},
+        )
+        assert answer.status_code == 200
+        deadline = time.monotonic() + 10
+        while (access := access_line(auth.log(), "/.well-known/jwks.json")) is None:
+            assert time.monotonic() < deadline, auth.log()
+            time.sleep(0.05)
+    assert access["trace_id"] == TRACE_ID
+
+
+def access_line(log: str, path: str) -> dict[str, object] | None:
+    for line in log.splitlines():
+        if line.startswith("{"):
+            record = json.loads(line)
+            if record.get("message") == "request" and record.get("path") == path:
+                return dict(record)
+    return None
 
 
 def test_without_an_endpoint_nothing_is_traced_and_nothing_is_said(

@@ -34,7 +34,15 @@ from tests.support.tools import require
 from tests.tasks.conftest import tasks_settings
 
 TASKSTACK = str(Path(sys.executable).with_name("taskstack"))
-STORM = ("storm-login", "storm-jwks", "storm-refresh", "quiet-jwks", "quiet-refresh")
+STORM = (
+    "storm-login",
+    "storm-jwks",
+    "storm-refresh",
+    "storm-livez",
+    "quiet-jwks",
+    "quiet-refresh",
+    "quiet-livez",
+)
 
 
 def _smoke(
@@ -85,6 +93,7 @@ def test_smoke_run_measures_every_scenario_without_errors(
         "patch vs floor-patch",
         "first page, 200,000 tasks vs 2,000",
         "refresh p99 during the login storm",
+        "/livez p99 during the login storm (auth on 1 CPU)",
     }
     # The table and the targets are printed, one line per scenario and per target.
     lines = result.stdout.splitlines()

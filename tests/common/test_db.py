@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import create_engine, literal, select, text
 from sqlalchemy.engine import URL
 
-from taskstack.common import db
+from taskstack.common import db, pool
 from taskstack.common.db import is_transient
 from taskstack.common.settings import ServiceSettings
 from tests.common.conftest import count_notes
@@ -86,15 +86,21 @@ def test_pooled_connections_the_server_ended_are_replaced_before_use(
     # checkout (a poll of the socket, no round trip), so no request sees it.
     assert demo.post("/v1/demo/notes", json={"text": "before"}).status_code == 201
     engine = create_engine(clean_demo_database)
-    with engine.connect() as conn:
-        ended = conn.execute(
-            text(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-                " WHERE datname = current_database() AND application_name = 'taskstack-demo'"
-            )
-        ).scalar_one()
+    demo_backends = (
+        "FROM pg_stat_activity"
+        " WHERE datname = current_database() AND application_name = 'taskstack-demo'"
+    )
+    # Autocommit: a transaction would see one snapshot of pg_stat_activity throughout.
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        ended = conn.execute(text(f"SELECT count(pg_terminate_backend(pid)) {demo_backends}"))
+        assert ended.scalar_one() >= 1
+        # pg_terminate_backend only signals: wait until each server process has said
+        # why and gone, as after a restart, before the next request checks out.
+        deadline = time.monotonic() + 5
+        while conn.execute(text(f"SELECT count(*) {demo_backends}")).scalar_one():
+            assert time.monotonic() < deadline, "the ended server processes did not go"
+            time.sleep(0.02)
     engine.dispose()
-    assert ended >= 1
     faults.attempts = 0
     assert demo.post("/v1/demo/notes", json={"text": "after"}).status_code == 201
     assert faults.attempts == 1  # served on the first try, not by a retry
@@ -227,7 +233,7 @@ def test_a_dead_connection_taken_unchecked_costs_a_replay_not_an_error(
     # A connection the server ended without the pool noticing (its goodbye not
     # yet arrived, say) fails on its first statement: the request is replayed
     # on a new connection, and the client sees a success.
-    monkeypatch.setattr(db, "_has_input", lambda connection: False)
+    monkeypatch.setattr(pool, "_has_input", lambda connection: False)
     app, faults = demo_app(clean_demo_database, database_pool_size=1)
     with serve(app) as base_url, httpx.Client(base_url=base_url, timeout=10) as client:
         assert client.post("/v1/demo/notes", json={"text": "before"}).status_code == 201
@@ -241,7 +247,7 @@ def test_a_dead_connection_taken_unchecked_costs_a_replay_not_an_error(
 def test_a_pooled_connection_idle_past_the_threshold_is_checked_first(
     clean_demo_database: URL, postgres: PostgresServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(db, "_has_input", lambda connection: False)
+    monkeypatch.setattr(pool, "_has_input", lambda connection: False)
     app, faults = demo_app(
         clean_demo_database, database_pool_size=1, database_pool_check_idle_seconds=0
     )

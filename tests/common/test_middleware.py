@@ -6,6 +6,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from opentelemetry import trace
 from starlette.types import Message, Receive, Scope, Send
 
 from taskstack.common.middleware import RequestHandling
@@ -126,3 +127,36 @@ def test_a_body_over_the_limit_is_refused(declared: bool) -> None:
         # The app's framework turns the limiter's HTTPException into the 413 problem;
         # here, with no framework, it surfaces as the catch-all.
         assert reached and status_and_body(sent)[0] == 500
+
+
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+CALLER_SPAN_ID = "00f067aa0ba902b7"
+
+
+def test_the_callers_trace_is_current_without_any_tracing_of_ours() -> None:
+    """No server span wraps this app (tracing off): the caller's traceparent still becomes
+    the current context while the request runs, and only then."""
+    seen: list[tuple[str, str]] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        current = trace.get_current_span().get_span_context()
+        seen.append((format(current.trace_id, "032x"), format(current.span_id, "016x")))
+        await answer(send, 200, b"{}")
+
+    traceparent = f"00-{TRACE_ID}-{CALLER_SPAN_ID}-01".encode()
+    run(app, [b""], headers=[(b"traceparent", traceparent)])
+    run(app, [b""])
+    assert seen == [(TRACE_ID, CALLER_SPAN_ID), ("0" * 32, "0" * 16)]
+    assert not trace.get_current_span().get_span_context().is_valid  # detached after
+
+
+def test_a_malformed_traceparent_is_ignored() -> None:
+    seen: list[bool] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        seen.append(trace.get_current_span().get_span_context().is_valid)
+        await answer(send, 200, b"{}")
+
+    sent = run(app, [b""], headers=[(b"traceparent", b"00-not-a-trace-01")])
+    assert seen == [False]
+    assert sent[0]["status"] == 200

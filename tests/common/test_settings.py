@@ -7,6 +7,7 @@ from pydantic import SecretStr, ValidationError
 
 from taskstack.common.settings import (
     DEVELOPMENT_SECRET_MARKER,
+    MigrationSettings,
     ServiceSettings,
     describe_settings_error,
     normalize_database_url,
@@ -39,8 +40,13 @@ def test_other_urls_are_refused(url: str) -> None:
         normalize_database_url(url)
 
 
+VERIFIED = "sslmode=verify-full&sslrootcert=system"
+
+
 def settings(**values: object) -> ServiceSettings:
-    return ServiceSettings.model_validate({"database_url": "postgres://u@h/db", **values})
+    return ServiceSettings.model_validate(
+        {"database_url": f"postgres://u@h/db?{VERIFIED}", **values}
+    )
 
 
 PRODUCTION = {"environment": "production", "token_issuer": "https://api.example.com"}
@@ -74,7 +80,7 @@ class SettingsWithSecret(ServiceSettings):
 
 def test_production_refuses_a_development_secret() -> None:
     dev_secret = f"{DEVELOPMENT_SECRET_MARKER}-abc123"
-    base = {"database_url": "postgres://u@h/db", "signing_key": dev_secret}
+    base = {"database_url": f"postgres://u@h/db?{VERIFIED}", "signing_key": dev_secret}
     assert SettingsWithSecret.model_validate(base).signing_key is not None
     with pytest.raises(ValidationError, match="SIGNING_KEY holds a development secret"):
         SettingsWithSecret.model_validate({**base, **PRODUCTION})
@@ -99,6 +105,119 @@ def test_settings_errors_read_as_one_line_naming_variables_not_values() -> None:
     assert "\n" not in message
     assert "DATABASE_URL" in message and "DATABASE_POOL_SIZE" in message
     assert "hunter2" not in message
+
+
+# ---- TLS to the database: production verifies the server, unless told the network is trusted
+
+UNVERIFIED_QUERIES = [
+    "",
+    "?sslmode=disable",
+    "?sslmode=prefer",
+    "?sslmode=require",
+    "?sslmode=require&channel_binding=require",
+    "?sslmode=verify-ca&sslrootcert=system",
+    "?sslmode=verify-full",  # no CA: libpq would look in ~/.postgresql, which a pod lacks
+    "?sslmode=verify-full&sslrootcert=system&sslmode=require",  # the last one counts
+]
+
+
+@pytest.mark.parametrize("query", UNVERIFIED_QUERIES)
+@pytest.mark.parametrize("variable", ["database_url", "database_migration_url"])
+def test_production_refuses_a_database_url_that_does_not_verify_the_server(
+    query: str, variable: str
+) -> None:
+    url = f"postgres://taskstack:Hunter2Hunter2@ep-x.neon.tech/db{query}"
+    assert getattr(settings(**{variable: url}), variable) is not None  # development: as given
+    with pytest.raises(ValidationError) as caught:
+        settings(**PRODUCTION, **{variable: url})
+    message = describe_settings_error(caught.value)
+    assert message == (
+        f"invalid configuration: {variable.upper()} must verify the server in production: "
+        "add sslmode=verify-full&sslrootcert=system (or the path of a CA bundle), "
+        "or set DATABASE_TRUSTED_NETWORK=true if the network is trusted"
+    )
+    assert "Hunter2" not in message and "neon.tech" not in message
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "?sslmode=verify-full&sslrootcert=system",
+        "?sslmode=verify-full&sslrootcert=/etc/taskstack/database-ca.pem&channel_binding=require",
+    ],
+)
+def test_production_accepts_a_database_url_that_verifies_the_server(query: str) -> None:
+    url = f"postgres://u:p@ep-x.neon.tech/db{query}"
+    production = settings(**PRODUCTION, database_url=url, database_migration_url=url)
+    assert production.database.query["sslmode"] == "verify-full"
+
+
+def test_a_trusted_network_lets_production_use_any_sslmode() -> None:
+    plain = "postgres://u:p@postgres.internal/db?sslmode=disable"
+    assert not settings().database_trusted_network
+    trusted = settings(**PRODUCTION, database_url=plain, database_trusted_network="true")
+    assert trusted.database.query["sslmode"] == "disable"
+
+
+# ---- migrations: never through a transaction-mode pooler
+
+NEON_POOLED = f"postgres://u:p@ep-x-123-pooler.eu-central-1.aws.neon.tech/db?{VERIFIED}"
+NEON_DIRECT = f"postgres://u:p@ep-x-123.eu-central-1.aws.neon.tech/db?{VERIFIED}"
+
+
+def migration_settings(**values: object) -> MigrationSettings:
+    return MigrationSettings.model_validate(values)
+
+
+@pytest.mark.parametrize(
+    ("values", "variable"),
+    [
+        ({"database_url": NEON_POOLED}, "DATABASE_URL"),
+        (
+            {
+                "database_url": f"postgres://u:p@pgbouncer/db?{VERIFIED}",
+                "database_transaction_pooler": True,
+            },
+            "DATABASE_URL",
+        ),
+        (
+            {"database_url": NEON_POOLED, "database_migration_url": NEON_POOLED},
+            "DATABASE_MIGRATION_URL",
+        ),
+    ],
+)
+def test_migrations_refuse_a_pooled_url_without_a_direct_one(
+    values: dict[str, object], variable: str
+) -> None:
+    assert ServiceSettings.model_validate(values).database_url  # the services may use it
+    with pytest.raises(ValidationError) as caught:
+        migration_settings(**values)
+    message = describe_settings_error(caught.value)
+    assert message.startswith(f"invalid configuration: {variable} ")
+    assert "direct" in message and "\n" not in message and ":p@" not in message
+
+
+def test_migrations_use_a_direct_url_or_an_unpooled_database_url() -> None:
+    pooled = migration_settings(database_url=NEON_POOLED, database_migration_url=NEON_DIRECT)
+    assert pooled.migration_database.host == "ep-x-123.eu-central-1.aws.neon.tech"
+    # A Neon pooled host declared otherwise is the operator's call.
+    declared = migration_settings(database_url=NEON_POOLED, database_transaction_pooler=False)
+    assert declared.migration_database.host == "ep-x-123-pooler.eu-central-1.aws.neon.tech"
+    assert migration_settings(database_url="postgres://u@h/db").migration_database.host == "h"
+
+
+def test_the_migration_lock_wait_is_bounded() -> None:
+    assert (
+        migration_settings(database_url="postgres://u@h/db").database_migration_lock_timeout_seconds
+        == 60
+    )
+    with pytest.raises(ValidationError) as caught:
+        migration_settings(
+            database_url="postgres://u@h/db", database_migration_lock_timeout_seconds=0
+        )
+    assert describe_settings_error(caught.value).startswith(
+        "invalid configuration: DATABASE_MIGRATION_LOCK_TIMEOUT_SECONDS: "
+    )
 
 
 def test_transaction_pooler_detected_from_neon_pooled_host_or_set_explicitly() -> None:

@@ -85,6 +85,8 @@ class ImageEnvironment:
             "TOKEN_ISSUER": ISSUER,
             "TOKEN_AUDIENCE": "taskstack",
             "DATABASE_URL": self.database_url,
+            # The test server listens on loopback, without TLS.
+            "DATABASE_TRUSTED_NETWORK": "true",
             "DATABASE_POOL_SIZE": "2",
             "FORWARDED_ALLOW_IPS": "127.0.0.1",
         }

@@ -6,13 +6,14 @@ import re
 import tomllib
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import helm_python
 import kubernetes_validate
 import pytest
 import yaml
 
+from taskstack.common.settings import verifies_server
 from taskstack.dev.services import SERVICES as DEV_SERVICES
 from tests.deploy import chart
 from tests.deploy.chart import CHART, CI_VALUES, SERVICES, TILT_VALUES, Manifest, Rendering
@@ -108,6 +109,10 @@ def test_custom_resources_have_their_required_shape(rendering: Rendering) -> Non
         {"server": {"admissionLimt": 8}},
         {"tasks": {"server": {"admissionLimit": 0}}},
         {"tasks": {"autoscaling": {"targetRequestsInProgress": 0}}},
+        {"tasks": {"maxTasksPerUser": 0}},
+        {"tasks": {"rateLimit": {"requestsPerMinute": 0}}},
+        {"tasks": {"rateLimit": {"syncSeconds": 0}}},
+        {"tasks": {"rateLimit": {"perMinute": 100}}},
     ],
 )
 def test_schema_rejects_typos_and_bad_values(values: dict[str, Any]) -> None:
@@ -445,12 +450,48 @@ def test_neon_migrations_use_the_direct_endpoint() -> None:
     (values,) = [p for p in CI_VALUES if p.stem == "neon-values"]
     rendering = chart.render_file(values)
     secret = rendering.named("Secret", "taskstack-database")["stringData"]
-    assert "-pooler." in secret["DATABASE_URL"] and "sslmode=require" in secret["DATABASE_URL"]
+    assert "-pooler." in secret["DATABASE_URL"]
     assert "-pooler" not in secret["DATABASE_MIGRATION_URL"]
-    assert "sslmode=require" in secret["DATABASE_MIGRATION_URL"]
+    # Both verify Neon's certificate and bind the login to the TLS channel: what a
+    # production service and migration require of them.
+    for variable in ("DATABASE_URL", "DATABASE_MIGRATION_URL"):
+        query = dict(parse_qsl(urlsplit(secret[variable]).query))
+        assert query == {
+            "sslmode": "verify-full",
+            "sslrootcert": "system",
+            "channel_binding": "require",
+        }
+        assert verifies_server(secret[variable])
     for deployment in rendering.of_kind("Deployment"):
         (container,) = deployment["spec"]["template"]["spec"]["containers"]
         assert "DATABASE_MIGRATION_URL" not in {e["name"] for e in container["env"]}
+
+
+def test_a_migration_job_fails_with_its_own_error_before_helm_gives_up() -> None:
+    """A held lock or a refused URL fails the Job with the command's one line, in its logs and
+    its termination message, within Helm's default 5-minute wait."""
+    rendering = chart.render_file(None)
+    for service in SERVICES:
+        job = rendering.named("Job", f"{chart.service_name(service)}-migrate")["spec"]
+        (container,) = job["template"]["spec"]["containers"]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        lock_wait = float(env["DATABASE_MIGRATION_LOCK_TIMEOUT_SECONDS"])
+        attempts = job["backoffLimit"] + 1
+        assert attempts * lock_wait < job["activeDeadlineSeconds"] < 300
+        assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
+        assert "DATABASE_TRUSTED_NETWORK" not in env  # verified TLS unless the values say so
+    trusted = chart.render({"database": {"trustedNetwork": True}})
+    for service in SERVICES:
+        config = trusted.named("ConfigMap", chart.service_name(service))["data"]
+        assert config["DATABASE_TRUSTED_NETWORK"] == "true"
+    for job in trusted.of_kind("Job"):
+        (container,) = job["spec"]["template"]["spec"]["containers"]
+        assert {"name": "DATABASE_TRUSTED_NETWORK", "value": "true"} in container["env"]
+
+
+def test_a_lock_wait_longer_than_the_job_deadline_is_refused() -> None:
+    with pytest.raises(helm_python.HelmError, match="lockTimeoutSeconds"):
+        chart.render({"migrations": {"lockTimeoutSeconds": 200, "activeDeadlineSeconds": 240}})
 
 
 # ---- configuration and secrets
@@ -465,12 +506,12 @@ def test_configuration_reaches_each_service(rendering: Rendering) -> None:
         env = {
             e["name"]: e["valueFrom"]["secretKeyRef"]
             for e in container["env"]
-            if "secretKeyRef" in e["valueFrom"]
+            if "secretKeyRef" in e.get("valueFrom", {})
         }
         downward = {
             e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"]
             for e in container["env"]
-            if "fieldRef" in e["valueFrom"]
+            if "fieldRef" in e.get("valueFrom", {})
         }
         assert downward == {
             "POD_NAME": "metadata.name",
@@ -572,7 +613,7 @@ def test_existing_secrets_are_referenced_and_none_is_created() -> None:
     refs = {
         e["name"]: e["valueFrom"]["secretKeyRef"]["name"]
         for e in auth["containers"][0]["env"]
-        if "secretKeyRef" in e["valueFrom"]
+        if "secretKeyRef" in e.get("valueFrom", {})
     }
     assert refs == {"DATABASE_URL": "taskstack-database", "AUTH_PASSWORD_PEPPER": "taskstack-auth"}
     volumes = {v["name"]: v for v in auth["volumes"]}
@@ -658,6 +699,47 @@ def test_ingress_tls_and_rate_limit() -> None:
     assert annotations["cert-manager.io/cluster-issuer"] == "letsencrypt"
 
 
+def test_the_per_user_limits_reach_tasks_and_not_its_migrations() -> None:
+    limits = {
+        "TASKS_MAX_TASKS_PER_USER": "100000",
+        "TASKS_RATE_LIMIT_PER_MINUTE": "1200",
+        "TASKS_RATE_LIMIT_SYNC_SECONDS": "1",
+    }
+    rendering = chart.render_file(None)
+    config = rendering.named("ConfigMap", chart.service_name("tasks"))["data"]
+    assert {k: config[k] for k in limits} == limits
+    auth = rendering.named("ConfigMap", chart.service_name("auth"))["data"]
+    assert not auth.keys() & limits.keys()
+    set_here = chart.render(
+        {
+            "tasks": {
+                "maxTasksPerUser": 10,
+                "rateLimit": {"requestsPerMinute": 60, "syncSeconds": 0.5},
+            }
+        }
+    )
+    config = set_here.named("ConfigMap", chart.service_name("tasks"))["data"]
+    assert {k: config[k] for k in limits} == {
+        "TASKS_MAX_TASKS_PER_USER": "10",
+        "TASKS_RATE_LIMIT_PER_MINUTE": "60",
+        "TASKS_RATE_LIMIT_SYNC_SECONDS": "0.5",
+    }
+
+
+def test_the_ingress_example_names_the_controller_settings_for_429_and_hsts() -> None:
+    """ingress-nginx reads these from its own ConfigMap, not from Ingress annotations: the
+    example and the values say so with the exact keys (docs/operations.md too)."""
+    (values,) = [p for p in CI_VALUES if p.stem == "production-ingress-values"]
+    for text in (values.read_text(), (CHART / "values.yaml").read_text()):
+        for setting in (
+            'limit-req-status-code: "429"',
+            'limit-conn-status-code: "429"',
+            'hsts: "true"',
+            'hsts-max-age: "31536000"',
+        ):
+            assert setting in text
+
+
 def test_rate_limit_can_be_turned_off() -> None:
     rendering = chart.render({"ingress": {"enabled": True, "rateLimit": {"enabled": False}}})
     (ingress,) = rendering.of_kind("Ingress")
@@ -731,12 +813,13 @@ def test_services_accept_only_the_ingress_controller_tasks_tests_and_monitoring(
 
 
 def test_egress_is_dns_database_and_collector_only() -> None:
+    """And the collector on OTLP/HTTP's port only: the services send nothing to gRPC's."""
     (values,) = [p for p in CI_VALUES if p.stem == "monitoring-values"]
     rendering = chart.render_file(values)
     for policy in policies(rendering):
         for rule in policy["spec"].get("egress", []):
             ports = {p["port"] for p in rule["ports"]}
-            assert ports in ({53}, {5432}, {4317, 4318}, {"http"}), (
+            assert ports in ({53}, {5432}, {4318}, {"http"}), (
                 policy["metadata"]["name"],
                 rule,
             )
@@ -828,4 +911,8 @@ def test_the_documented_install_example_works() -> None:
             if "secret" in volume:
                 referenced.add(volume["secret"]["secretName"])
     assert created == referenced
-    assert "-pooler" in block and block.count("sslmode=require") == 2
+    assert "-pooler" in block
+    # Both URLs verify the server: what the release, in production, requires of them.
+    urls = re.findall(r"DATABASE_(?:MIGRATION_)?URL='([^']+)'", block)
+    assert len(urls) == 2 and all(verifies_server(url) for url in urls)
+    assert all("channel_binding=require" in url for url in urls)

@@ -156,6 +156,9 @@ def test_image_shape(service: str) -> None:
     assert "--forwarded-allow-ips" not in command
     assert "FORWARDED_ALLOW_IPS" in runtime.env()
     assert "PYTHONDONTWRITEBYTECODE" in runtime.env()  # read-only root filesystem
+    # sslrootcert=system verifies against the base image's CA store, not the empty one of
+    # the OpenSSL psycopg's wheel bundles (tests/e2e/test_database_tls.py shows the need).
+    assert runtime.env()["SSL_CERT_DIR"] == "/etc/ssl/certs"
     # OCI labels: the version defaults to the service's, and a build argument sets it.
     labels = runtime.labels()
     version = tomllib.loads((ROOT / f"services/{service}/pyproject.toml").read_text())

@@ -1,11 +1,17 @@
 """The Tiltfile, evaluated with stand-ins for Tilt's built-ins, against the chart it deploys."""
 
 import functools
+import shlex
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.deploy import chart, dockerfile, tilt
 from tests.deploy.tilt import Call, Tiltfile, as_call
@@ -19,17 +25,49 @@ def tiltfile() -> Tiltfile:
     return tilt.evaluate()
 
 
+GENERATED = ".taskstack/"  # what the Tiltfile's local() commands write: ignored by git
+
+
+@functools.cache
+def local_outputs() -> Path:
+    """A directory in which the Tiltfile's local() commands have run, as in a checkout."""
+    directory = Path(tempfile.mkdtemp(prefix="taskstack-tilt-"))
+    for call in tiltfile().of("local"):
+        words = shlex.split(call.args[0])
+        assert words[:2] == ["uv", "run"]  # the project's own environment: this one
+        program = str(Path(sys.executable).with_name(words[2]))
+        subprocess.run([program, *words[3:]], cwd=directory, check=True, capture_output=True)
+    return directory
+
+
+def merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Helm's merge of two values files: maps key by key, anything else replaced."""
+    result = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(result.get(key), dict):
+            result[key] = merged(result[key], value)
+        else:
+            result[key] = value
+    return result
+
+
+def tilt_values() -> dict[str, Any]:
+    (call,) = tiltfile().of("helm")
+    assert not call.kwargs.get("set")
+    values: dict[str, Any] = {}
+    for path in call.kwargs.get("values", []):
+        source = local_outputs() / path if path.startswith(GENERATED) else ROOT / path
+        values = merged(values, chart.load_values(source))
+    return values
+
+
 @functools.cache
 def tilt_rendering() -> chart.Rendering:
     """The chart as the Tiltfile's helm() call renders it."""
     (call,) = tiltfile().of("helm")
     assert (ROOT / call.arg(0, "pathToChartDir")).resolve() == chart.CHART
     assert call.kwargs["name"] == chart.RELEASE
-    values: dict[str, Any] = {}
-    for path in call.kwargs.get("values", []):
-        values |= chart.load_values(ROOT / path)  # one file: no deep merge needed
-    assert len(call.kwargs.get("values", [])) == 1 and not call.kwargs.get("set")
-    return chart.render(values)
+    return chart.render(tilt_values())
 
 
 def plain_manifests() -> list[dict[str, Any]]:
@@ -60,14 +98,48 @@ def test_every_path_it_names_exists() -> None:
     for call in tiltfile().of("run"):
         paths += call.kwargs.get("trigger", [])
     assert paths
-    missing = [p for p in paths if not (ROOT / p).exists()]
+    missing = [p for p in paths if not (ROOT / p).exists() and not (local_outputs() / p).exists()]
     assert not missing
+
+
+def test_the_signing_key_is_generated_on_this_machine_and_never_committed() -> None:
+    """No key in the repository: `tilt up` makes one the first time, in a git-ignored
+    directory, and hands it to the chart; the next run keeps it (tokens stay valid)."""
+    (generate,) = tiltfile().of("local")
+    (call,) = tiltfile().of("helm")
+    generated = [p for p in call.kwargs["values"] if p.startswith(GENERATED)]
+    assert generated and all(p in generate.args[0] for p in generated)
+    ignored = subprocess.run(
+        ["git", "-C", str(ROOT), "check-ignore", "-q", *generated], check=False
+    )
+    assert ignored.returncode == 0
+    assert "signingKeys" not in chart.load_values(ROOT / "deploy/tilt/values.yaml")["auth"]
+
+    rendering = tilt_rendering()
+    config = rendering.named("ConfigMap", "taskstack-auth")["data"]
+    kid = config["AUTH_SIGNING_KEY_ID"]
+    assert kid.startswith("insecure-development-")  # refused by a production service
+    secret = rendering.named("Secret", "taskstack-auth-signing-keys")["stringData"]
+    pem = (local_outputs() / ".taskstack/tilt/keys" / f"{kid}.pem").read_text()
+    assert secret[f"{kid}.pem"] == pem
+    key = serialization.load_pem_private_key(pem.encode(), password=None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+
+    values_file = local_outputs() / generated[0]
+    before = values_file.stat().st_mtime_ns
+    subprocess.run(
+        [str(Path(sys.executable).with_name("taskstack")), *shlex.split(generate.args[0])[3:]],
+        cwd=local_outputs(),
+        check=True,
+        capture_output=True,
+    )
+    assert values_file.stat().st_mtime_ns == before  # unchanged, so Tilt does not reload
 
 
 def test_the_chart_is_deployed_with_the_tilt_values() -> None:
     (deployed,) = [c for c in tiltfile().of("k8s_yaml") if not isinstance(c.args[0], str)]
     assert as_call(deployed.args[0]).builtin == "helm"
-    values = chart.load_values(ROOT / "deploy/tilt/values.yaml")
+    values = tilt_values()
     chart.chart().validate_schema(values)
     assert values["environment"] == "development"
 

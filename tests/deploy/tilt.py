@@ -22,6 +22,7 @@ BUILTINS = (
     "fall_back_on",
     "port_forward",
     "link",
+    "local",
 )
 CONSTANTS = ("TRIGGER_MODE_MANUAL", "TRIGGER_MODE_AUTO")
 

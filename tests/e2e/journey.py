@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 
 from tests.e2e.harness import Stack
+from tests.e2e.report import Reliability
 from tests.support.auth import STRONG_PASSWORD, bearer
 
 
@@ -43,7 +44,7 @@ class Journey:
         return response
 
 
-def run_journey(stack: Stack) -> Journey:
+def run_journey(stack: Stack[Any]) -> Journey:
     """register → token → create/list/patch/delete tasks → refresh → revoke → refused.
 
     Every request carries the same trace id; the caller checks ``unexpected``.
@@ -101,7 +102,7 @@ def run_journey(stack: Stack) -> Journey:
 
 
 def records_with_trace(
-    stack: Stack,
+    stack: Stack[Any],
     trace_id: str,
     service: str,
     *,
@@ -122,3 +123,37 @@ def records_with_trace(
 
 def access_records(records: list[dict[str, Any]]) -> set[tuple[str, str]]:
     return {(r["method"], r["route"]) for r in records if r.get("message") == "request"}
+
+
+AUTH_ROUTES = {
+    ("POST", "/v1/auth/register"),
+    ("POST", "/v1/auth/token"),
+    ("GET", "/v1/auth/me"),
+    ("POST", "/v1/auth/revoke"),
+}
+TASKS_ROUTES = {
+    ("POST", "/v1/tasks"),
+    ("GET", "/v1/tasks"),
+    ("PATCH", "/v1/tasks/{task_id}"),
+    ("GET", "/v1/tasks/{task_id}"),
+    ("DELETE", "/v1/tasks/{task_id}"),
+}
+
+
+def the_whole_journey(stack: Stack[Any], reliability: Reliability) -> None:
+    """Item 1: the journey, every answer as expected, its trace id in both services' logs
+    (for the access records of every route it took)."""
+    journey = run_journey(stack)
+    trace_id = journey.trace.trace_id
+    in_auth = records_with_trace(stack, trace_id, "auth", routes=AUTH_ROUTES)
+    in_tasks = records_with_trace(stack, trace_id, "tasks", routes=TASKS_ROUTES)
+    reliability.record(
+        1,
+        "End-to-end journey",
+        f"{journey.requests} requests, {len(journey.unexpected)} unexpected answers; "
+        f"trace {trace_id[:8]}… in {len(in_auth)} auth and {len(in_tasks)} tasks log records",
+        label=stack.label,
+    )
+    assert journey.unexpected == []
+    assert access_records(in_auth) >= AUTH_ROUTES
+    assert access_records(in_tasks) >= TASKS_ROUTES

@@ -36,8 +36,14 @@ class Reliability:
     figures: list[Figure] = field(default_factory=list)
     outcomes: dict[str, str] = field(default_factory=dict)  # node id → outcome so far
 
-    def record(self, item: int, title: str, figure: str, *, notes: Sequence[str] = ()) -> None:
-        """Record the figure of issue item ``item``; the test's outcome is added when it ends."""
+    def record(
+        self, item: int, title: str, figure: str, *, notes: Sequence[str] = (), label: str = ""
+    ) -> None:
+        """Record the figure of issue item ``item``; the test's outcome is added when it ends.
+        ``label`` names the stack it was measured on when that is not the processes'
+        (``images``: the chart's pods), and leads the figure."""
+        if label:
+            figure = f"[{label}] {figure}"
         # pytest keeps "<node id> (<phase>)" here while a test runs.
         current = os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" ", 1)[0]
         self.figures.append(Figure(item, title, figure, current, notes=list(notes)))

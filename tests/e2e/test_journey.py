@@ -3,43 +3,18 @@
 import pytest
 
 from tests.e2e.harness import Stack
-from tests.e2e.journey import Trace, access_records, records_with_trace, run_journey
+from tests.e2e.journey import Trace, access_records, records_with_trace, the_whole_journey
 from tests.e2e.report import Reliability
 from tests.support.auth import bearer
 from tests.support.tokens import TokenMint
 
 pytestmark = pytest.mark.e2e
 
-AUTH_ROUTES = {
-    ("POST", "/v1/auth/register"),
-    ("POST", "/v1/auth/token"),
-    ("GET", "/v1/auth/me"),
-    ("POST", "/v1/auth/revoke"),
-}
-TASKS_ROUTES = {
-    ("POST", "/v1/tasks"),
-    ("GET", "/v1/tasks"),
-    ("PATCH", "/v1/tasks/{task_id}"),
-    ("GET", "/v1/tasks/{task_id}"),
-    ("DELETE", "/v1/tasks/{task_id}"),
-}
 JWKS = ("GET", "/.well-known/jwks.json")
 
 
 def test_the_whole_journey_through_the_gateway(stack: Stack, reliability: Reliability) -> None:
-    journey = run_journey(stack)
-    trace_id = journey.trace.trace_id
-    in_auth = records_with_trace(stack, trace_id, "auth", routes=AUTH_ROUTES)
-    in_tasks = records_with_trace(stack, trace_id, "tasks", routes=TASKS_ROUTES)
-    reliability.record(
-        1,
-        "End-to-end journey",
-        f"{journey.requests} requests, {len(journey.unexpected)} unexpected answers; "
-        f"trace {trace_id[:8]}… in {len(in_auth)} auth and {len(in_tasks)} tasks log records",
-    )
-    assert journey.unexpected == []
-    assert access_records(in_auth) >= AUTH_ROUTES
-    assert access_records(in_tasks) >= TASKS_ROUTES
+    the_whole_journey(stack, reliability)
 
 
 def test_one_request_chain_crosses_both_services_under_one_trace(

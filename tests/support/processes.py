@@ -12,6 +12,9 @@ from pathlib import Path
 from taskstack.bench.processes import free_port, poll_ready
 from taskstack.dev.services import uvicorn_command
 
+# uvicorn --timeout-graceful-shutdown of the test replicas.
+SERVICE_GRACEFUL_SHUTDOWN = 10.0
+
 
 @dataclass
 class ServiceProcess:
@@ -34,7 +37,7 @@ def start_service(factory: str, env: dict[str, str], *, port: int | None = None)
                 factory,
                 host="127.0.0.1",
                 port=port,
-                options=["--timeout-graceful-shutdown", "10"],
+                options=["--timeout-graceful-shutdown", f"{SERVICE_GRACEFUL_SHUTDOWN:g}"],
             ),
             env={**os.environ, **env},
             stdout=output,

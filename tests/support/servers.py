@@ -21,6 +21,7 @@ class _ThreadedServer(uvicorn.Server):
 def serve(
     app: ASGIApp,
     *,
+    host: str = "127.0.0.1",
     port: int = 0,
     trusted_proxies: str = "127.0.0.1",
     startup_timeout: float = 30.0,
@@ -30,11 +31,13 @@ def serve(
 
     ``trusted_proxies`` is uvicorn's --forwarded-allow-ips: peers whose
     X-Forwarded-For is believed (the tests' own client is 127.0.0.1).
+    ``host`` may be any loopback address (127.0.0.0/8), so that a test can take a
+    well-known port without meeting whatever else listens on 127.0.0.1.
     ``uvicorn_options``: any other uvicorn.Config option.
     """
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", port))
+    sock.bind((host, port))
     port = sock.getsockname()[1]
     server = _ThreadedServer(
         uvicorn.Config(
@@ -60,7 +63,7 @@ def serve(
             raise RuntimeError("the app did not start (see its log above)")
         time.sleep(0.01)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://{host}:{port}"
     finally:
         server.should_exit = True
         thread.join(15)

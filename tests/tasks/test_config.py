@@ -6,7 +6,10 @@ from pydantic import ValidationError
 from taskstack.common.settings import describe_settings_error
 from taskstack.tasks.config import TasksSettings
 
-BASE = {"database_url": "postgres://u@h/db", "token_issuer": "https://taskstack.example"}
+BASE = {
+    "database_url": "postgres://u@h/db?sslmode=verify-full&sslrootcert=system",
+    "token_issuer": "https://taskstack.example",
+}
 
 
 def test_defaults() -> None:

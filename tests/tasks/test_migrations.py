@@ -22,6 +22,10 @@ EXPECTED_INDEXES = {
     "ix_task_owner_id_description_trgm",
     "pk_idempotency_key",
     "ix_idempotency_key_expires_at",
+    "pk_task_count",
+    "pk_rate_limit_window",
+    "pk_closed_account",
+    "ix_closed_account_changed_at",
 }
 
 
@@ -70,3 +74,30 @@ def test_the_constraints_hold_for_writers_other_than_the_api(postgres: PostgresS
             except psycopg.errors.CheckViolation:
                 continue
             raise AssertionError(f"accepted {row}")
+
+
+def test_the_quota_counts_start_from_the_tasks_that_exist(postgres: PostgresServer) -> None:
+    url = postgres.create_database("taskstack_migrations")
+    upgrade(url, HISTORY)
+    engine = create_engine(url, poolclass=NullPool)
+    with engine.begin() as connection:
+        config = Config()
+        config.set_main_option("script_location", HISTORY.script_location)
+        config.attributes["connection"] = connection
+        command.downgrade(config, "tasks0002")  # the release before the quota
+    engine.dispose()
+    with psycopg.connect(postgres.libpq(url), autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO tasks.task (id, owner_id, title) "
+            "SELECT gen_random_uuid(), owner, 't' FROM (VALUES "
+            "('00000000-0000-0000-0000-00000000000a'::uuid, 3), "
+            "('00000000-0000-0000-0000-00000000000b'::uuid, 1)) AS o (owner, n), "
+            "generate_series(1, n)"
+        )
+    upgrade(url, HISTORY)
+    with psycopg.connect(postgres.libpq(url)) as conn:
+        counts = conn.execute("SELECT owner_id::text, tasks FROM tasks.task_count").fetchall()
+    assert sorted(counts) == [
+        ("00000000-0000-0000-0000-00000000000a", 3),
+        ("00000000-0000-0000-0000-00000000000b", 1),
+    ]

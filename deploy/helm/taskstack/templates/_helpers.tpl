@@ -67,16 +67,32 @@ app.kubernetes.io/component: {{ .name }}
 app.kubernetes.io/component: {{ .name }}
 {{- end }}
 
-{{/* The image of a service: registry/repository:tag. Argument: service context. */}}
+{{/*
+The tag of a service's image: its own tag, else image.tag, else appVersion.
+Argument: service context.
+*/}}
+{{- define "taskstack.imageTag" -}}
+{{- $root := .root }}
+{{- (index $root.Values .name).image.tag | default $root.Values.image.tag | default $root.Chart.AppVersion }}
+{{- end }}
+
+{{/*
+The image of a service: registry/repository:tag, and @digest when the
+service's image.digest is set (the runtime then pulls exactly that image
+whatever the tag has become; the tag stays for people reading the spec).
+Argument: service context.
+*/}}
 {{- define "taskstack.image" -}}
 {{- $root := .root }}
-{{- $repository := (index $root.Values .name).image.repository }}
-{{- $tag := default $root.Chart.AppVersion $root.Values.image.tag }}
+{{- $image := (index $root.Values .name).image }}
+{{- $name := printf "%s:%s" $image.repository (include "taskstack.imageTag" .) }}
 {{- if $root.Values.image.registry }}
-{{- printf "%s/%s:%s" (trimSuffix "/" $root.Values.image.registry) $repository $tag }}
-{{- else }}
-{{- printf "%s:%s" $repository $tag }}
+{{- $name = printf "%s/%s" (trimSuffix "/" $root.Values.image.registry) $name }}
 {{- end }}
+{{- if $image.digest }}
+{{- $name = printf "%s@%s" $name $image.digest }}
+{{- end }}
+{{- $name }}
 {{- end }}
 
 {{/*
@@ -85,6 +101,14 @@ tests check both agree). The grace period must cover preStop + this.
 */}}
 {{- define "taskstack.uvicornGracefulShutdownSeconds" -}}
 20
+{{- end }}
+
+{{/*
+Seconds the startup probe's window allows beyond database.startupTimeout: the
+interpreter's start and the services' imports, before the database wait begins.
+*/}}
+{{- define "taskstack.startupMarginSeconds" -}}
+10
 {{- end }}
 
 {{/* The port uvicorn listens on in the images (their CMD's --port). */}}
@@ -151,7 +175,27 @@ annotation (generated values are kept across upgrades, so they do not count).
 */}}
 {{- define "taskstack.secretInputs" -}}
 {{- $v := .Values }}
-{{- list $v.database $v.auth.existingSecret $v.auth.passwordPepper $v.auth.signingKeys $v.tasks.existingSecret $v.tasks.cursorSecret | toJson }}
+{{- list $v.database $v.auth.existingSecret $v.auth.passwordPepper $v.tasks.existingSecret $v.tasks.cursorSecret | toJson }}
+{{- end }}
+
+{{/*
+What auth's signing keys are, for auth's pods' checksum annotation: a change
+rolls auth's pods (the service reads its keys once, at start-up), and only
+theirs. Keys from values count as given, and a generated key by its kid (it is
+kept across upgrades). An existing Secret counts as the cluster holds it, so
+that `helm upgrade` after a key was added to it rolls the pods; without a
+cluster (`helm template`) lookup finds nothing and the checksum stays put.
+*/}}
+{{- define "taskstack.signingKeysChecksum" -}}
+{{- $keys := .Values.auth.signingKeys }}
+{{- if $keys.existingSecret }}
+{{- $existing := lookup "v1" "Secret" .Release.Namespace $keys.existingSecret }}
+{{- (get $existing "data") | default dict | toJson | sha256sum }}
+{{- else if $keys.keys }}
+{{- $keys.keys | toJson | sha256sum }}
+{{- else }}
+{{- include "taskstack.signingKeyId" . | sha256sum }}
+{{- end }}
 {{- end }}
 
 {{/* The kid that signs. */}}
@@ -227,8 +271,16 @@ DATABASE_STARTUP_TIMEOUT: {{ $v.database.startupTimeout | toString | quote }}
 {{- if ne $v.database.transactionPooler "auto" }}
 DATABASE_TRANSACTION_POOLER: {{ $v.database.transactionPooler | quote }}
 {{- end }}
+{{- if $v.database.trustedNetwork }}
+DATABASE_TRUSTED_NETWORK: "true"
+{{- end }}
+{{- if .migrate }}
+DATABASE_MIGRATION_LOCK_TIMEOUT_SECONDS: {{ $v.migrations.lockTimeoutSeconds | toString | quote }}
+{{- end }}
 {{- if $v.telemetry.otlpEndpoint }}
 OTEL_EXPORTER_OTLP_ENDPOINT: {{ $v.telemetry.otlpEndpoint | quote }}
+{{- /* said, not left to a default: the endpoint's port (4318) is OTLP/HTTP's */}}
+OTEL_EXPORTER_OTLP_PROTOCOL: "http/protobuf"
 OTEL_SERVICE_NAME: {{ printf "taskstack-%s" .name | quote }}
 {{- end }}
 {{- if not .migrate }}
@@ -250,6 +302,9 @@ AUTH_SIGNING_KEY_ID: {{ include "taskstack.signingKeyId" $root | quote }}
 {{- end }}
 {{- if and (eq .name "tasks") (not .migrate) }}
 JWKS_URL: {{ include "taskstack.jwksUrl" $root | quote }}
+TASKS_MAX_TASKS_PER_USER: {{ $svc.maxTasksPerUser | int64 | toString | quote }}
+TASKS_RATE_LIMIT_PER_MINUTE: {{ $svc.rateLimit.requestsPerMinute | int64 | toString | quote }}
+TASKS_RATE_LIMIT_SYNC_SECONDS: {{ $svc.rateLimit.syncSeconds | toString | quote }}
 {{- end }}
 {{- range $name, $value := merge (dict) $svc.extraEnv $v.extraEnv }}
 {{ $name }}: {{ $value | toString | quote }}
@@ -321,6 +376,45 @@ imagePullSecrets:
   ports:
     - {port: 53, protocol: UDP}
     - {port: 53, protocol: TCP}
+{{- with .Values.networkPolicy.dns.nodeLocalCache }}
+{{- if .enabled }}
+# NodeLocal DNSCache answers on the node, at a link-local address (and, in its
+# iptables mode, at kube-dns's Service IP without DNAT): neither is a pod the
+# rule above selects, so without this rule no name resolves, the Neon host's
+# included.
+- to:
+    {{- range .addresses }}
+    - ipBlock:
+        cidr: {{ . }}
+    {{- end }}
+  ports:
+    - {port: 53, protocol: UDP}
+    - {port: 53, protocol: TCP}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+OTEL_RESOURCE_ATTRIBUTES of a service's container: who sent a span, in the
+semantic conventions' names. The pod's name and namespace come from the
+Downward API variables defined before it in the container's env, which the
+kubelet substitutes for $(POD_NAME) and $(POD_NAMESPACE); telemetry.resourceAttributes
+adds or overrides attributes. Argument: service context.
+*/}}
+{{- define "taskstack.resourceAttributes" -}}
+{{- $v := .root.Values }}
+{{- $attributes := dict
+  "service.namespace" "taskstack"
+  "service.version" (include "taskstack.imageTag" .)
+  "deployment.environment.name" $v.environment
+  "k8s.pod.name" "$(POD_NAME)"
+  "k8s.namespace.name" "$(POD_NAMESPACE)"
+}}
+{{- $pairs := list }}
+{{- range $key, $value := merge (dict) $v.telemetry.resourceAttributes $attributes }}
+{{- $pairs = append $pairs (printf "%s=%s" $key $value) }}
+{{- end }}
+{{- join "," $pairs }}
 {{- end }}
 
 {{/* NetworkPolicy egress rule to the database. */}}

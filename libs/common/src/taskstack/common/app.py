@@ -126,6 +126,8 @@ def create_service_app(
                 "Location",
                 "Link",
                 "Retry-After",
+                "RateLimit",
+                "RateLimit-Policy",
                 "X-Request-ID",
                 "Idempotent-Replayed",
             ],
@@ -223,7 +225,8 @@ def _document_problems(operation: dict[str, Any]) -> None:
         if status[0] in "45" and _is_problem(response.get("content")):
             response["content"] = _PROBLEM_CONTENT
             if status in ("429", "503"):
-                response["headers"] = _RETRY_AFTER
+                # A route may document more headers (a rate limit's); Retry-After is always one.
+                response["headers"] = {**_RETRY_AFTER, **response.get("headers", {})}
             elif status == "401":
                 response["headers"] = _CHALLENGE
 

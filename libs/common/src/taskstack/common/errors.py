@@ -72,6 +72,10 @@ class Unauthorized(AppError):
         super().__init__(detail, headers={"WWW-Authenticate": challenge})
 
 
+class Forbidden(AppError):
+    status_code = HTTPStatus.FORBIDDEN
+
+
 class NotFound(AppError):
     status_code = HTTPStatus.NOT_FOUND
 

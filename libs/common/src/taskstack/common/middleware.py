@@ -5,6 +5,8 @@
 
   - a request id, the baseline security headers, the request metrics and
     access log, and the catch-all 500 (so even that answer carries the id);
+  - the caller's trace context (`traceparent`) made current even when this
+    process traces nothing, so that its log lines carry the caller's trace id;
   - 413 before a body is parsed (Starlette's limiter answers in text/plain,
     which would be the one non-problem error);
   - replaying the whole request, and so its whole transaction, after a
@@ -20,8 +22,9 @@ import random
 import re
 import time
 from collections.abc import Callable, Iterable
+from contextvars import Token
 
-from opentelemetry import trace
+from opentelemetry import context, propagate, trace
 from prometheus_client import Histogram
 from starlette.exceptions import HTTPException
 from starlette.routing import Route
@@ -101,6 +104,7 @@ class RequestHandling:
         incoming, declared = _request_id_and_length(scope)
         request_id = accepted_request_id(incoming)
         token = request_id_var.set(request_id)
+        callers_trace = _continue_callers_trace(scope)
         started = time.perf_counter()
         status = 500
         response_started = False
@@ -146,6 +150,8 @@ class RequestHandling:
                         "duration_ms": round(duration * 1000, 2),
                     },
                 )
+            if callers_trace is not None:
+                context.detach(callers_trace)
             request_id_var.reset(token)
 
     async def _attempts(
@@ -231,6 +237,26 @@ def _with_our_headers(
     raw.append((b"x-request-id", request_id.encode("latin-1")))
     raw.extend(header for header in _SECURITY_RAW if header[0] not in present)
     return raw
+
+
+def _continue_callers_trace(scope: Scope) -> Token[context.Context] | None:
+    """Make the caller's trace context current when no span of ours carries it already.
+
+    With tracing on, OpenTelemetry's server span continues the caller's trace
+    and is current here. With tracing off (no exporter configured) nothing
+    reads `traceparent`, and the log lines of a request that came with one would
+    carry no trace id: correlating them with the caller's trace must not depend
+    on this process exporting spans. The extracted context is the caller's span,
+    not recording, so the log lines carry the caller's trace and span ids.
+    """
+    if trace.get_current_span().get_span_context().is_valid:
+        return None
+    headers = scope["headers"]
+    if not any(name == b"traceparent" for name, _ in headers):
+        return None
+    carrier = {name.decode("latin-1"): value.decode("latin-1") for name, value in headers}
+    # The configured propagators (OTEL_PROPAGATORS; W3C trace context by default).
+    return context.attach(propagate.extract(carrier))
 
 
 def _request_id_and_length(scope: Scope) -> tuple[str, str | None]:

@@ -15,6 +15,9 @@ DEVELOPMENT_SECRET_MARKER = "insecure-development"
 
 _POSTGRES_SCHEMES = {"postgres", "postgresql", "postgresql+psycopg"}
 
+# libpq's only sslmode that checks both the server's certificate chain and its name.
+VERIFYING_SSLMODE = "verify-full"
+
 
 def normalize_database_url(url: str) -> URL:
     """Accept the URL spellings PostgreSQL providers hand out; always use psycopg 3."""
@@ -28,6 +31,22 @@ def normalize_database_url(url: str) -> URL:
             "postgres://, postgresql://, postgresql+psycopg://"
         )
     return parsed.set(drivername="postgresql+psycopg")
+
+
+def verifies_server(url: str) -> bool:
+    """Whether libpq, given ``url``, checks the server's certificate against a CA and its name.
+
+    sslrootcert is required too: without it libpq reads ~/.postgresql/root.crt, which a
+    container does not have ("system" means the operating system's CA store, libpq 16+).
+    """
+    query = normalize_database_url(url).query
+    verifying = _last(query.get("sslmode")) == VERIFYING_SSLMODE
+    return verifying and bool(_last(query.get("sslrootcert")))
+
+
+def _last(value: str | tuple[str, ...] | None) -> str | None:
+    # A repeated option is a tuple; libpq, like psycopg, uses the last one.
+    return value[-1] if isinstance(value, tuple) else value
 
 
 class Environment(StrEnum):
@@ -65,6 +84,10 @@ class ServiceSettings(BaseSettings):
     # max_prepared_statements set; Neon's pooled endpoints do). Direct connections
     # always prepare the statements they run again and again.
     database_pooler_prepared_statements: bool = False
+    # Production refuses a database URL that does not verify the server (sslmode=verify-full
+    # with sslrootcert): a URL that only encrypts lets anyone on the path pose as the database.
+    # True says the network itself is trusted (a private link, a sidecar, a Unix socket).
+    database_trusted_network: bool = False
 
     # Access tokens: the auth service issues them with these values, every
     # service checks them exactly.
@@ -121,6 +144,15 @@ class ServiceSettings(BaseSettings):
                 and DEVELOPMENT_SECRET_MARKER in value.get_secret_value()
             ):
                 raise ValueError(f"{name.upper()} holds a development secret; refusing to start")
+        if not self.database_trusted_network:
+            for name in ("database_url", "database_migration_url"):
+                url: SecretStr | None = getattr(self, name)
+                if url is not None and not verifies_server(url.get_secret_value()):
+                    raise ValueError(
+                        f"{name.upper()} must verify the server in production: add "
+                        f"sslmode={VERIFYING_SSLMODE}&sslrootcert=system (or the path of a CA "
+                        "bundle), or set DATABASE_TRUSTED_NETWORK=true if the network is trusted"
+                    )
         return self
 
     @property
@@ -136,7 +168,39 @@ class ServiceSettings(BaseSettings):
     def uses_transaction_pooler(self) -> bool:
         if self.database_transaction_pooler is not None:
             return self.database_transaction_pooler
-        return "-pooler" in (self.database.host or "")
+        return is_pooler_host(self.database)
+
+
+def is_pooler_host(url: URL) -> bool:
+    """Whether ``url`` names a pooled endpoint by its host (Neon's contain "-pooler")."""
+    return "-pooler" in (url.host or "")
+
+
+class MigrationSettings(ServiceSettings):
+    """What a migration command reads: the shared settings, and the migration's own."""
+
+    # How long a migration waits for another one's advisory lock before it gives up with
+    # an error naming the holder: shorter than the deploy Job's deadline, so a leaked
+    # lock fails the Job with that message instead of a silent hang.
+    database_migration_lock_timeout_seconds: float = Field(default=60.0, gt=0, le=3_600)
+
+    @model_validator(mode="after")
+    def _refuse_a_pooled_migration_url(self) -> Self:
+        # A transaction-mode pooler hands each transaction to any server connection: the
+        # session-level advisory lock serialising migrations could be taken on one server
+        # session and never released, and every later migration would wait on it.
+        if self.database_migration_url is None:
+            if self.uses_transaction_pooler:
+                raise ValueError(
+                    "DATABASE_URL is a transaction-mode pooler: set DATABASE_MIGRATION_URL "
+                    "to the direct (unpooled) endpoint for migrations"
+                )
+        elif is_pooler_host(self.migration_database):
+            raise ValueError(
+                "DATABASE_MIGRATION_URL names a pooled endpoint (its host contains "
+                '"-pooler"): use the direct endpoint for migrations'
+            )
+        return self
 
 
 Settings = TypeVar("Settings", bound=BaseSettings)

@@ -7,7 +7,9 @@ Spans leave through a batch processor with a bounded queue (OTEL_BSP_*), so a
 slow or dead collector never slows a request; the sampler follows
 OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG. One request is one trace: the
 server span (continuing the caller's `traceparent`), its SQL statements and
-its outgoing HTTP calls.
+its outgoing HTTP calls. With tracing off, the caller's `traceparent` is still
+made current for the request (taskstack.common.middleware), so log lines carry
+its trace id in every environment.
 """
 
 import os

@@ -1,21 +1,19 @@
 """The auth service's settings, read from the environment."""
 
-import os
 from pathlib import Path
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 from pydantic import Field, SecretStr, model_validator
 
+from taskstack.common.cpu import usable_cpus
 from taskstack.common.settings import DEVELOPMENT_SECRET_MARKER, Environment, ServiceSettings
 
 MINIMUM_PRODUCTION_BCRYPT_COST = 12
 
 
-def _usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 2
+def _hash_concurrency(settings: dict[str, Any]) -> int:
+    millicores = settings.get("auth_cpu_limit_millicores")
+    return usable_cpus(None if millicores is None else millicores / 1000)
 
 
 class AuthSettings(ServiceSettings):
@@ -26,11 +24,17 @@ class AuthSettings(ServiceSettings):
     # Keys the HMAC pre-hash of every password; changing it invalidates every password.
     auth_password_pepper: SecretStr = SecretStr(f"{DEVELOPMENT_SECRET_MARKER}-pepper")
     auth_bcrypt_cost: int = Field(default=12, ge=4, le=16)
+    # The container's CPU limit, in thousandths of a CPU: the chart passes
+    # limits.cpu through the Downward API. Unset: the cgroup's quota alone.
+    auth_cpu_limit_millicores: int | None = Field(default=None, ge=1)
     # Hashing runs in threads: this many at once, and at most this many waiting
     # (further logins get a fast 503 instead of a growing queue).
-    # The default is the cores this process may run on (its CPU affinity), not
-    # the machine's: more hashing threads than cores only queue inside the OS.
-    auth_hash_concurrency: int = Field(default_factory=_usable_cores, ge=1, le=64)
+    # The default is the CPUs this process may really use: the least of its
+    # affinity, its cgroup's CPU quota and AUTH_CPU_LIMIT_MILLICORES, not the
+    # node's cores. More hashing threads than that only run the pod into its
+    # quota, and a throttled pod answers nothing, /livez included, until the
+    # next period.
+    auth_hash_concurrency: int = Field(default_factory=_hash_concurrency, ge=1, le=64)
     # A bounded queue: a sign-in waits for at most this many hashes (a few
     # hundred ms each) and the rest of a storm is refused at once. Long enough
     # that clients whose earlier requests are still being hashed (they gave

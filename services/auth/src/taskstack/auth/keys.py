@@ -20,6 +20,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from taskstack.auth.development_keys import PUBLISHED_DEVELOPMENT_KEYS, jwk_thumbprint
 from taskstack.common.jwks import ALGORITHM
 from taskstack.common.settings import DEVELOPMENT_SECRET_MARKER
 
@@ -86,8 +87,18 @@ class SigningKeys:
         )
 
 
-def load_signing_keys(directory: Path, signing_kid: str | None, *, production: bool) -> SigningKeys:
-    """Read every ``<kid>.pem`` in ``directory``; refuse anything unusable, with one clear line."""
+def load_signing_keys(
+    directory: Path,
+    signing_kid: str | None,
+    *,
+    production: bool,
+    development_keys: frozenset[str] = PUBLISHED_DEVELOPMENT_KEYS,
+) -> SigningKeys:
+    """Read every ``<kid>.pem`` in ``directory``; refuse anything unusable, with one clear line.
+
+    In production a key is refused when its kid carries the development marker or
+    its public key's thumbprint is one of ``development_keys``.
+    """
     if not directory.is_dir():
         raise KeyConfigurationError(f"AUTH_SIGNING_KEYS_DIR {directory} is not a directory")
     keys: dict[str, ec.EllipticCurvePrivateKey] = {}
@@ -103,6 +114,11 @@ def load_signing_keys(directory: Path, signing_kid: str | None, *, production: b
             raise KeyConfigurationError(f"cannot read signing key {path.name}: {exc}") from None
         if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
             raise KeyConfigurationError(f"signing key {path.name} is not an EC P-256 key")
+        if production and (thumbprint := jwk_thumbprint(key.public_key())) in development_keys:
+            raise KeyConfigurationError(
+                f"signing key {kid!r} is a published development key (JWK thumbprint "
+                f"{thumbprint}); generate a new one with `taskstack keys generate`"
+            )
         keys[kid] = key
     if not keys:
         raise KeyConfigurationError(f"no signing keys (*.pem) in {directory}")

@@ -14,7 +14,7 @@ from taskstack.auth.closure import ACCOUNT_EVENTS, EventPusher
 from taskstack.auth.config import AuthSettings
 from taskstack.auth.errors import install_oauth_error_handler
 from taskstack.auth.gate import SignInGate
-from taskstack.auth.keys import SigningKeys, load_signing_keys
+from taskstack.auth.keys import KeyConfigurationError, SigningKeys, load_signing_keys
 from taskstack.auth.mail import MAIL_OUTBOX, SmtpSender
 from taskstack.auth.outbox import Courier, running
 from taskstack.auth.passwords import PasswordHasher
@@ -68,14 +68,10 @@ def events_courier(
 
 def create_app(settings: AuthSettings | None = None) -> FastAPI:
     settings = settings or from_environment(AuthSettings, "taskstack-auth")
+    keys = _signing_keys(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        keys = load_signing_keys(
-            settings.auth_signing_keys_dir,
-            settings.auth_signing_key_id,
-            production=settings.environment is Environment.PRODUCTION,
-        )
         hasher = await anyio.to_thread.run_sync(
             lambda: PasswordHasher(
                 pepper=settings.auth_password_pepper.get_secret_value(),
@@ -116,3 +112,16 @@ def create_app(settings: AuthSettings | None = None) -> FastAPI:
     )
     install_oauth_error_handler(app)
     return app
+
+
+def _signing_keys(settings: AuthSettings) -> SigningKeys:
+    """The signing keys, or an exit with one line: read here rather than in the lifespan,
+    where uvicorn would print a refused key's error as a traceback."""
+    try:
+        return load_signing_keys(
+            settings.auth_signing_keys_dir,
+            settings.auth_signing_key_id,
+            production=settings.environment is Environment.PRODUCTION,
+        )
+    except KeyConfigurationError as exc:
+        raise SystemExit(f"taskstack-auth: {exc}") from None

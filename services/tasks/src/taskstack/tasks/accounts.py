@@ -3,11 +3,12 @@
 auth pushes each event (deleted, disabled, enabled) until it is acknowledged,
 so an event may arrive twice, late, or after a later one. ``apply`` therefore
 takes the account's row with FOR UPDATE and acts only on an event newer than
-the last one applied; a deletion purges every task and idempotency record of
-the account in the same transaction. Every replica refuses the access tokens
-of a closed account: the one that applied the event at once, the others
-within ``DENY_LIST_REFRESH_SECONDS`` (they read the rows changed since their
-last look).
+the last one applied; a deletion purges every task, idempotency record and
+quota count of the account in the same transaction. Every replica refuses
+the access tokens of a closed account: the one that applied the event at
+once, the others within ``DENY_LIST_REFRESH_SECONDS`` (they read the rows
+changed since their last look). The check on the request path is a lookup in
+the in-memory set; the database is read only by the background refresh.
 """
 
 import asyncio
@@ -27,6 +28,7 @@ from taskstack.tasks.models import (
     AccountEvent,
     closed_account_table,
     idempotency_key_table,
+    task_count_table,
     task_table,
 )
 
@@ -60,6 +62,9 @@ _RECORD = Statement.of(
 _PURGE_TASKS = Statement.of(delete(task_table).where(task_table.c.owner_id == bindparam("user_id")))
 _PURGE_KEYS = Statement.of(
     delete(idempotency_key_table).where(idempotency_key_table.c.owner_id == bindparam("user_id"))
+)
+_PURGE_COUNT = Statement.of(
+    delete(task_count_table).where(task_count_table.c.owner_id == bindparam("user_id"))
 )
 _CHANGED_SINCE = Statement.of(
     select(closed.user_id, closed.kind, closed.changed_at).where(
@@ -136,6 +141,7 @@ async def apply(database: Database, deny_list: DenyList, event: AccountEvent) ->
         if event.kind == "deleted":
             purged = await execute(connection, _PURGE_TASKS, values)
             await execute(connection, _PURGE_KEYS, values)
+            await execute(connection, _PURGE_COUNT, values)
     deny_list.note(event.user_id, event.kind)
     ACCOUNT_EVENTS.labels(event.kind, "applied").inc()
     logger.info(

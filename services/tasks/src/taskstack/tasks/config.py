@@ -22,6 +22,16 @@ class TasksSettings(ServiceSettings):
     # Answer the plain first page and a plain get before the framework (front.py);
     # off, every request goes through the FastAPI routes (the answers are the same).
     tasks_front: bool = True
+    # Tasks one user may hold; a create past it is refused with 403. Counted per owner
+    # (models.TaskCount) in the statement that creates or deletes, so a create stays O(1)
+    # however many tasks the user has. No "off" value: set it high to effectively lift it.
+    tasks_max_tasks_per_user: int = Field(default=100_000, ge=1, le=2**31 - 1)
+    # API requests one user may make per minute, across every replica (ratelimit.py);
+    # past it, 429 until the minute ends.
+    tasks_rate_limit_per_minute: int = Field(default=1200, ge=1, le=2**31 - 1)
+    # How often each replica adds its counts to the shared ones in PostgreSQL and learns
+    # the totals: the other replicas' requests are seen this late at most.
+    tasks_rate_limit_sync_seconds: float = Field(default=1.0, ge=0.05, le=60)
 
     @field_validator("tasks_cursor_secret")
     @classmethod

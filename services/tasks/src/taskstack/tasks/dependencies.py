@@ -11,6 +11,7 @@ from fastapi import Depends, Header, Path, Request
 
 from taskstack.common.tokens import BearerScheme, authenticate
 from taskstack.tasks.etags import EntityTags, parse_entity_tags
+from taskstack.tasks.ratelimit import RateLimit
 from taskstack.tasks.service import TaskService
 
 # Shared with TaskFront, which passes on to the routes whatever these refuse.
@@ -29,7 +30,12 @@ TaskServiceDep = Annotated[TaskService, Depends(_tasks)]
 class _Owner(BearerScheme):
     async def __call__(self, request: Request) -> uuid.UUID:
         # The token's subject is the owner: never the body, never a user lookup.
-        return (await authenticate(request)).subject
+        owner = (await authenticate(request)).subject
+        # Every task route needs the owner, so this is where each request is counted
+        # against the owner's rate limit (TaskFront counts the requests it answers).
+        rate_limit: RateLimit = request.app.state.rate_limit
+        rate_limit.take(owner)
+        return owner
 
 
 OwnerId = Annotated[uuid.UUID, Depends(_Owner())]

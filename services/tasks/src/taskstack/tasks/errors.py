@@ -3,8 +3,10 @@
 from taskstack.common.errors import (
     BadRequest,
     Conflict,
+    Forbidden,
     NotFound,
     PreconditionFailed,
+    TooManyRequests,
     UnprocessableContent,
 )
 from taskstack.tasks.etags import etag
@@ -39,3 +41,24 @@ class IdempotencyKeyReused(UnprocessableContent):
 
 class BulkDeleteNeedsCompleted(UnprocessableContent):
     default_detail = "Only completed=true is supported for bulk deletion."
+
+
+class TaskQuotaExceeded(Forbidden):
+    """The owner holds as many tasks as the quota allows (decision 0015: 403, not 409,
+    because retrying the same request never helps and no other answer of POST is a 403)."""
+
+    def __init__(self, quota: int) -> None:
+        super().__init__(
+            f"You have reached the limit of {quota} tasks; delete some to create more."
+        )
+
+
+class RateLimited(TooManyRequests):
+    """The owner has used this window's requests; every header says when it ends."""
+
+    def __init__(self, retry_after: int, headers: dict[str, str]) -> None:
+        super().__init__(
+            "Too many requests for this user; retry after `Retry-After` seconds.",
+            retry_after=retry_after,
+        )
+        self.headers.update(headers)

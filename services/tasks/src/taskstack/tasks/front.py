@@ -39,6 +39,7 @@ from taskstack.tasks.dependencies import ENTITY_TAGS_MAX_LENGTH, IDEMPOTENCY_KEY
 from taskstack.tasks.etags import EntityTags, parse_entity_tags
 from taskstack.tasks.listing import TaskListParams
 from taskstack.tasks.models import API_PREFIX, TaskCreate, TaskUpdate
+from taskstack.tasks.ratelimit import RateLimit
 from taskstack.tasks.routes import (
     create_task,
     created_answer,
@@ -198,8 +199,12 @@ class TaskFront:
         if owner is None:
             return receive
         self._name_route(scope, endpoint)
+        state = scope["app"].state
         try:
-            response = await answer(scope["app"].state.tasks, owner)
+            # Counted here, as the routes' owner dependency counts what reaches them.
+            rate_limit: RateLimit = state.rate_limit
+            rate_limit.take(owner)
+            response = await answer(state.tasks, owner)
         except AppError as exc:
             response = exc.response()
         await response(scope, receive, send)

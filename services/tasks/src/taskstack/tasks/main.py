@@ -18,6 +18,7 @@ from taskstack.tasks.cursor import CursorCodec
 from taskstack.tasks.front import TaskFront
 from taskstack.tasks.internal import internal
 from taskstack.tasks.models import API_PREFIX
+from taskstack.tasks.ratelimit import RateLimit
 from taskstack.tasks.routes import router
 from taskstack.tasks.service import TaskService
 
@@ -38,9 +39,16 @@ def create_app(settings: TasksSettings | None = None) -> FastAPI:
             app.state.database,
             CursorCodec(settings.tasks_cursor_secret.get_secret_value().encode()),
             timedelta(hours=settings.tasks_idempotency_hours),
+            settings.tasks_max_tasks_per_user,
             deny_list,
         )
+        app.state.rate_limit = RateLimit(
+            app.state.database,
+            limit=settings.tasks_rate_limit_per_minute,
+            sync_seconds=settings.tasks_rate_limit_sync_seconds,
+        )
         async with (
+            app.state.rate_limit.sharing(),
             remote_jwks(
                 settings.jwks_url,
                 ttl=settings.jwks_cache_seconds,

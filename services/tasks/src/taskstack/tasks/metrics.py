@@ -7,6 +7,17 @@ from taskstack.tasks.encoding import EncodedTask
 TASKS_CREATED = Counter("taskstack_tasks_created", "Tasks created.")
 TASKS_COMPLETED = Counter("taskstack_tasks_completed", "Tasks that became completed.")
 TASKS_DELETED = Counter("taskstack_tasks_deleted", "Tasks deleted, one by one or in bulk.")
+QUOTA_REFUSALS = Counter(
+    "taskstack_tasks_quota_refusals", "Creates refused because the user's task quota was full."
+)
+RATE_LIMITED = Counter(
+    "taskstack_tasks_rate_limited", "Requests refused with 429 by the per-user rate limit."
+)
+RATE_LIMIT_SYNC_FAILURES = Counter(
+    "taskstack_tasks_rate_limit_sync_failures",
+    "Rate-limit counts not shared with the other replicas (database unreachable): "
+    "each replica then limits on its own counts alone.",
+)
 
 
 def count_completion(written: EncodedTask) -> None:

@@ -13,7 +13,7 @@ from enum import StrEnum
 from typing import Any, ClassVar, Literal
 
 from pydantic import StrictBool, field_validator
-from sqlalchemy import BigInteger, Column, DateTime, SmallInteger, Text, text
+from sqlalchemy import BigInteger, Column, DateTime, Integer, SmallInteger, Text, text
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlmodel import Field, SQLModel
 
@@ -149,6 +149,32 @@ class IdempotencyKey(TasksTable, table=True):
     expires_at: datetime = Field(sa_type=DateTime(timezone=True), nullable=False)
 
 
+class TaskCount(TasksTable, table=True):
+    """How many tasks each owner holds, for the quota.
+
+    Changed by the same statement that creates or deletes their tasks, so a
+    create checks the quota with one row, never a count of the owner's tasks.
+    """
+
+    __tablename__: ClassVar[Any] = "task_count"
+
+    owner_id: uuid.UUID = Field(primary_key=True)
+    tasks: int = Field(sa_type=Integer, nullable=False)
+
+
+class RateLimitWindow(TasksTable, table=True):
+    """Requests each owner made in one fixed window, summed over every replica.
+
+    The window leads the key: the purge of past windows walks the primary key.
+    """
+
+    __tablename__: ClassVar[Any] = "rate_limit_window"
+
+    window_start: datetime = Field(primary_key=True, sa_type=DateTime(timezone=True))
+    owner_id: uuid.UUID = Field(primary_key=True)
+    requests: int = Field(sa_type=Integer, nullable=False)
+
+
 class ClosedAccount(TasksTable, table=True):
     """An account auth has deleted or disabled (or enabled again), as its last applied
     event says: the deny list of access-token subjects, and the mark that makes
@@ -172,4 +198,6 @@ class AccountEvent(StrictModel):
 
 task_table = table_of(Task)
 idempotency_key_table = table_of(IdempotencyKey)
+task_count_table = table_of(TaskCount)
+rate_limit_window_table = table_of(RateLimitWindow)
 closed_account_table = table_of(ClosedAccount)

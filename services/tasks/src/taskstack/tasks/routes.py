@@ -27,7 +27,19 @@ from taskstack.tasks.models import (
     TaskUpdate,
 )
 
-router = APIRouter(prefix=API_PREFIX, tags=["tasks"])
+_STRING = {"schema": {"type": "string"}}
+# Every operation counts against the caller's rate limit (ratelimit.py).
+_RATE_LIMITED: dict[int | str, dict[str, Any]] = {
+    429: {
+        "description": "The caller's requests this minute have reached the rate limit.",
+        "headers": {
+            "RateLimit-Policy": {**_STRING, "description": 'e.g. `"per-user";q=1200;w=60`'},
+            "RateLimit": {**_STRING, "description": 'e.g. `"per-user";r=0;t=17`'},
+        },
+    }
+}
+
+router = APIRouter(prefix=API_PREFIX, tags=["tasks"], responses=_RATE_LIMITED)
 
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"description": "No such task for this user (another user's task is not found either)."}
@@ -58,6 +70,7 @@ _JSON = "application/json"
     summary="Create a task",
     responses={
         201: {"headers": {**_ETAG_HEADER, "Location": {"schema": {"type": "string"}}}},
+        403: {"description": "The caller holds as many tasks as the task quota allows."},
         409: {"description": "A request with this Idempotency-Key is still in flight."},
         422: {"description": "Invalid body, or an Idempotency-Key reused with another body."},
     },

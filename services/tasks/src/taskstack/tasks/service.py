@@ -18,11 +18,16 @@ from taskstack.tasks import accounts, idempotency, repository
 from taskstack.tasks.accounts import DenyList
 from taskstack.tasks.cursor import CursorCodec
 from taskstack.tasks.encoding import EncodedPage, EncodedTask
-from taskstack.tasks.errors import BulkDeleteNeedsCompleted
+from taskstack.tasks.errors import BulkDeleteNeedsCompleted, TaskQuotaExceeded
 from taskstack.tasks.etags import EntityTags, etag
 from taskstack.tasks.idempotency import IdempotentRequest, StoredResponse
 from taskstack.tasks.listing import TaskListParams, list_tasks
-from taskstack.tasks.metrics import TASKS_CREATED, TASKS_DELETED, count_completion
+from taskstack.tasks.metrics import (
+    QUOTA_REFUSALS,
+    TASKS_CREATED,
+    TASKS_DELETED,
+    count_completion,
+)
 from taskstack.tasks.models import API_PREFIX, AccountEvent, TaskCreate, TaskUpdate
 
 
@@ -37,6 +42,8 @@ class TaskService:
     database: Database
     cursor_codec: CursorCodec
     idempotency_retention: timedelta
+    # Tasks one owner may hold (TASKS_MAX_TASKS_PER_USER).
+    quota: int
     deny_list: DenyList
 
     async def apply_account_event(self, event: AccountEvent) -> None:
@@ -56,7 +63,12 @@ class TaskService:
                 stored := await idempotency.replay_or_claim(connection, keyed)
             ):
                 return stored
-            task = EncodedTask.of(await repository.create(connection, owner, data))
+            try:
+                row = await repository.create(connection, owner, data, self.quota)
+            except TaskQuotaExceeded:
+                QUOTA_REFUSALS.inc()
+                raise
+            task = EncodedTask.of(row)
             created = StoredResponse(201, task.body, task_headers(task))
             if keyed is not None:
                 await idempotency.remember(

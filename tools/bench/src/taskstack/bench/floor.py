@@ -167,6 +167,9 @@ class Floor:
         if not body.keys() <= _WRITABLE:
             raise BadRequest("unknown field")
         values = {**_CREATE_DEFAULTS, **body, "id": new_id(), "owner_id": _owner(scope)}
+        # The service's statement keeps the owner's task count for the quota: the floor
+        # pays for that as well, with no quota it could reach.
+        values["quota"] = 2**31 - 1
         values["priority"] = Priority(values["priority"]).rank
         statement = repository._INSERTS[values["completed"] is True]
         await self._one(send, 201, statement.sql, statement.values(values), location=True)

@@ -40,6 +40,9 @@ STORM_SIDE_CONNECTIONS = 8  # JWKS and refresh, each, during the storm
 # latency is measured at a given load, not at saturation, where it would only
 # be connections / throughput.
 STORM_SIDE_PAUSE_MS = 100
+# /livez as the kubelet asks it during the storm, at the same pace from a couple of
+# connections: a probe that times out restarts a pod that was only busy hashing.
+STORM_LIVEZ_CONNECTIONS = 2
 TASKS_APP = "taskstack.tasks.main:create_app"
 # Alternating rounds of the loads a target compares: a few seconds of other work on
 # the machine then falls on several loads, not on one (see the performance notes).
@@ -298,8 +301,9 @@ class _Run:
             self.check(scenario, "run")
 
     def storm(self, data: DataSet) -> None:
-        """JWKS and refresh clients at a steady pace, first alone and then while sign-ins
-        storm at twice the usual connections: what the storm costs them, side by side."""
+        """JWKS, refresh and /livez clients at a steady pace, first alone and then while
+        sign-ins storm at twice the usual connections: what the storm costs them, side by
+        side. auth runs confined to one CPU (taskset), as in a pod limited to one."""
         auth = self.servers["auth"]
         tokens = signins.refresh_tokens(auth, data, 2 * STORM_SIDE_CONNECTIONS + 4)
         # At least 2 s: a refresh may wait behind a second of sign-ins.
@@ -308,9 +312,9 @@ class _Run:
         storm_connections = 2 * self.options.connections
         half = len(tokens) // 2
         auth.wait_idle()  # sign-ins from the scenario before may still be hashing
-        _say("storm: JWKS and refresh at a steady pace, without sign-ins")
+        _say("storm: JWKS, refresh and /livez at a steady pace, without sign-ins")
         quiet = self.side_loads(auth, tokens[:half], seconds, "quiet")
-        _say(f"storm: {storm_connections} sign-in connections, JWKS and refresh alongside")
+        _say(f"storm: {storm_connections} sign-in connections, JWKS, refresh, /livez alongside")
         storm = wrk.start(
             auth.url,
             wrk.rotating_script(self.work / "storm.lua", workload.logins(data)),
@@ -347,7 +351,8 @@ class _Run:
         *,
         probe: DataSet | None = None,
     ) -> list[Scenario]:
-        """JWKS and refresh clients at a steady pace, side by side (with the sign-in probe)."""
+        """JWKS, refresh and /livez clients at a steady pace, side by side (with the sign-in
+        probe)."""
         scripts = {
             "jwks": wrk.rotating_script(
                 self.work / f"{phase}-jwks.lua", workload.jwks(), pause_ms=STORM_SIDE_PAUSE_MS
@@ -355,9 +360,15 @@ class _Run:
             "refresh": wrk.refresh_script(
                 self.work / f"{phase}-refresh.lua", tokens, pause_ms=STORM_SIDE_PAUSE_MS
             ),
+            "livez": wrk.rotating_script(
+                self.work / f"{phase}-livez.lua", workload.livez(), pause_ms=STORM_SIDE_PAUSE_MS
+            ),
+        }
+        connections = dict.fromkeys(scripts, STORM_SIDE_CONNECTIONS) | {
+            "livez": STORM_LIVEZ_CONNECTIONS
         }
         running = {
-            name: wrk.start(auth.url, script, connections=STORM_SIDE_CONNECTIONS, seconds=seconds)
+            name: wrk.start(auth.url, script, connections=connections[name], seconds=seconds)
             for name, script in scripts.items()
         }
         if probe is not None:
@@ -365,13 +376,14 @@ class _Run:
         titles = {
             "jwks": "GET /.well-known/jwks.json",
             "refresh": "POST /v1/auth/token refresh",
+            "livez": "GET /livez (auth)",
         }
         return [
             Scenario(
                 f"{phase}-{name}",
                 titles[name],
                 "auth",
-                STORM_SIDE_CONNECTIONS,
+                connections[name],
                 wrk.finish(process, f"{phase}-{name}"),
                 None,
             )

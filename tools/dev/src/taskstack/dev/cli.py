@@ -10,9 +10,9 @@ from typing import NoReturn
 from pydantic import ValidationError
 from sqlalchemy.exc import OperationalError
 
-from taskstack.common.migrations import upgrade
+from taskstack.common.migrations import MigrationLockTimeout, upgrade
 from taskstack.common.settings import (
-    ServiceSettings,
+    MigrationSettings,
     describe_settings_error,
     normalize_database_url,
 )
@@ -169,12 +169,18 @@ def _mail(args: argparse.Namespace) -> None:
 
 def _migrate(_: argparse.Namespace) -> None:
     try:
-        settings = ServiceSettings()
+        settings = MigrationSettings()
     except ValidationError as exc:
         raise CliError(describe_settings_error(exc)) from None
     for service in SERVICES:
         try:
-            upgrade(settings.migration_database, service.history)
+            upgrade(
+                settings.migration_database,
+                service.history,
+                lock_timeout=settings.database_migration_lock_timeout_seconds,
+            )
+        except MigrationLockTimeout as exc:
+            raise CliError(str(exc)) from None
         except OperationalError as exc:
             raise CliError(f"cannot reach the database: {first_line(exc.orig or exc)}") from None
         print(f"taskstack: {service.name}: schema {service.history.schema!r} is at head")

@@ -60,6 +60,21 @@ def add_keys_commands(commands: "argparse._SubParsersAction[Any]") -> None:
     listing.set_defaults(run=_list)
     jwks = actions.add_parser("jwks", parents=[directory], help="print the public JWKS")
     jwks.set_defaults(run=_jwks)
+    chart = actions.add_parser(
+        "chart-values",
+        parents=[directory],
+        help="write the keys as the chart's auth.signingKeys values (tilt up)",
+        description="Write the keys in the directory as a Helm values file for the chart's "
+        "auth.signingKeys, generating a development key first when there is none: `tilt up` "
+        "gets a key of this machine's own, never one from the repository.",
+    )
+    chart.add_argument("--output", type=Path, required=True, help="the values file to write")
+    chart.add_argument(
+        "--signing-kid",
+        default=None,
+        help="the key that signs (default: the only key in the directory)",
+    )
+    chart.set_defaults(run=_chart_values)
 
 
 def _generate(args: argparse.Namespace) -> None:
@@ -88,3 +103,27 @@ def _list(args: argparse.Namespace) -> None:
 
 def _jwks(args: argparse.Namespace) -> None:
     print(json.dumps(_load(args.dir or default_keys_dir(), None).jwks(), indent=2))
+
+
+def _chart_values(args: argparse.Namespace) -> None:
+    directory = args.dir or default_keys_dir()
+    try:
+        if not any(directory.glob("*.pem")):
+            generate_signing_key(directory, development=True)
+        keys = load_signing_keys(directory, args.signing_kid, production=False)
+    except KeyConfigurationError as exc:
+        raise CliError(str(exc)) from None
+    except OSError as exc:
+        raise CliError(f"cannot write a key in {directory}: {exc.strerror}") from None
+    pems = {kid: (directory / f"{kid}.pem").read_text() for kid in sorted(keys.keys)}
+    # JSON is YAML, which Helm reads as a values file.
+    values = {"auth": {"signingKeys": {"keyId": keys.signing_kid, "keys": pems}}}
+    text = json.dumps(values, indent=2) + "\n"
+    output: Path = args.output
+    # Written only when it changes: Tilt watches the file and would redeploy for nothing.
+    if not output.exists() or output.read_text() != text:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as file:
+            file.write(text)
+    print(keys.signing_kid)
