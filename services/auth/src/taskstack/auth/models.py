@@ -190,6 +190,13 @@ class RegistrationAccepted(SQLModel):
     )
 
 
+class MailRequested(SQLModel):
+    """The answer to a request for a mail (a verification resend, a password reset): the
+    same whether or not the address has an account, so it tells nobody which do."""
+
+    detail: str = "Accepted: a mail is on its way if the address has an account that needs one."
+
+
 class AccountDeletion(StrictModel):
     """The body of DELETE /v1/auth/me: the current password, checked again."""
 

@@ -11,6 +11,7 @@ from taskstack.auth.models import (
     AccountDeletion,
     AddressRequest,
     LinkToken,
+    MailRequested,
     OAuthErrorAnswer,
     PasswordChange,
     PasswordReset,
@@ -71,7 +72,7 @@ async def register(
     return await auth.register(body, client_ip)
 
 
-_MAIL_SENT = "Accepted: a mail is on its way if the address has an account that needs one."
+_MAIL_SENT = "Accepted: the answer is the same whether or not the address has an account."
 _BAD_LINK: dict[int | str, dict[str, Any]] = {
     400: {"model": Problem, "description": "The link is invalid, used or expired."}
 }
@@ -86,25 +87,27 @@ async def verify_email(body: LinkToken, auth: AuthServiceDep) -> Response:
 @router.post(
     "/verify-email/resend",
     status_code=202,
+    response_model=MailRequested,
     responses={202: {"description": _MAIL_SENT}, **_THROTTLED},
 )
 async def resend_verification(
     body: AddressRequest, auth: AuthServiceDep, client_ip: ClientIP
-) -> Response:
+) -> MailRequested:
     await auth.recovery.resend_verification(body.email, client_ip)
-    return Response(status_code=202)
+    return MailRequested()
 
 
 @router.post(
     "/password-reset",
     status_code=202,
+    response_model=MailRequested,
     responses={202: {"description": _MAIL_SENT}, **_THROTTLED},
 )
 async def request_password_reset(
     body: AddressRequest, auth: AuthServiceDep, client_ip: ClientIP
-) -> Response:
+) -> MailRequested:
     await auth.recovery.request_reset(body.email, client_ip)
-    return Response(status_code=202)
+    return MailRequested()
 
 
 @router.post(
