@@ -46,7 +46,7 @@ def test_a_full_hasher_refuses_sign_ins_at_the_gate_and_lets_refreshes_through(
         serve(create_app(settings)) as base_url,
         httpx.Client(base_url=base_url, timeout=30) as client,
     ):
-        assert register(client, "gate@example.com").status_code == 201
+        assert register(client, "gate@example.com").status_code == 202
         signed_in = login(client, "gate@example.com")
         assert signed_in.status_code == 200
         refresh_token = signed_in.json()["refresh_token"]
@@ -98,7 +98,7 @@ def test_paused_refusals_hold_no_admission_place(
         serve(create_app(settings)) as base_url,
         httpx.Client(base_url=base_url, timeout=30) as client,
     ):
-        assert register(client, "paused@example.com").status_code == 201
+        assert register(client, "paused@example.com").status_code == 202
         answers: list[int] = []
 
         def sign_in() -> None:

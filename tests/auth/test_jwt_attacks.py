@@ -7,7 +7,7 @@ import httpx
 import pytest
 
 from taskstack.auth.keys import load_signing_keys
-from tests.support.auth import bearer, register
+from tests.support.auth import bearer, register_id
 from tests.support.tokens import TokenMint, attack_tokens
 
 
@@ -18,7 +18,7 @@ def real_mint(keys_dir: Path) -> TokenMint:
 
 
 def test_the_attack_set_is_refused(client: httpx.Client, real_mint: TokenMint) -> None:
-    subject = uuid.UUID(register(client, "victim@example.com").json()["id"])
+    subject = uuid.UUID(register_id(client, "victim@example.com"))
     control = client.get("/v1/auth/me", headers=bearer(real_mint.token(subject)))
     assert control.status_code == 200  # a well-made token for the same account works
 

@@ -16,7 +16,7 @@ from taskstack.auth.keys import generate_signing_key
 from taskstack.auth.main import create_app
 from taskstack.common.jwks import RemoteKeySet
 from taskstack.common.tokens import InvalidToken, TokenVerifier
-from tests.support.auth import auth_settings, login, register
+from tests.support.auth import auth_settings, login, register_id
 from tests.support.servers import serve
 
 
@@ -47,7 +47,7 @@ def test_rotation_drill(migrated_database: URL, database_url: URL, tmp_path: Pat
                 keys = RemoteKeySet(jwks_url, client=http, cooldown=0.1)
                 assert await keys.refresh()
                 verifier = TokenVerifier(keys, issuer="http://127.0.0.1:8000", audience="taskstack")
-                user = register(client, "ada@example.com").json()["id"]
+                user = register_id(client, "ada@example.com")
                 old_token = login(client, "ada@example.com").json()["access_token"]
                 assert await verify(verifier, old_token) == user
 

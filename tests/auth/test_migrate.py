@@ -21,7 +21,7 @@ def test_migrates_with_only_a_database_url(postgres: PostgresServer) -> None:
     assert result.stdout.strip() == "taskstack-auth-migrate: schema 'auth' is at head"
     with psycopg.connect(url) as conn:
         assert conn.execute("SELECT version_num FROM auth.alembic_version").fetchone() == (
-            "auth0001",
+            "auth0002",
         )
 
 

@@ -144,7 +144,8 @@ def test_me_needs_a_bearer_token(client: httpx.Client) -> None:
 def test_me_returns_the_public_user(client: httpx.Client, session_tokens: dict[str, str]) -> None:
     me = client.get("/v1/auth/me", headers=bearer(session_tokens["access_token"]))
     assert me.status_code == 200
-    assert set(me.json()) == {"id", "email", "created_at"}
+    assert set(me.json()) == {"id", "email", "created_at", "email_verified"}
+    assert me.json()["email_verified"] is False
 
 
 def test_a_token_of_a_deleted_account_is_401(

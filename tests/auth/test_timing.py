@@ -47,3 +47,53 @@ def test_unknown_email_and_wrong_password_take_the_same_time(
     )
     print(f"median login time: {medians}, median paired ratio {ratio:.3f}")
     assert 0.9 <= ratio <= 1.1
+
+
+def _paired_ratio(samples: dict[str, list[float]], first: str, second: str) -> float:
+    return statistics.median(a / b for a, b in zip(samples[first], samples[second], strict=True))
+
+
+@pytest.mark.timing
+def test_a_taken_and_a_new_address_register_in_the_same_time(
+    migrated_database: URL, database_url: URL, keys_dir: Path
+) -> None:
+    settings = auth_settings(
+        migrated_database, keys_dir, auth_bcrypt_cost=10, auth_registrations_per_ip=1000
+    )
+    samples: dict[str, list[float]] = {"taken": [], "new": []}
+    with serve(create_app(settings)) as base_url, httpx.Client(base_url=base_url, timeout=30) as c:
+        register(c, "ada@example.com")
+        for trial in range(TRIALS + 2):
+            for kind, email in (("taken", "ada@example.com"), ("new", f"n{trial}@example.com")):
+                started = time.perf_counter()
+                assert register(c, email).status_code == 202
+                if trial >= 2:
+                    samples[kind].append(time.perf_counter() - started)
+    ratio = _paired_ratio(samples, "new", "taken")
+    print(f"median paired registration ratio new/taken {ratio:.3f}")
+    assert 0.9 <= ratio <= 1.1
+
+
+@pytest.mark.timing
+def test_a_reset_for_a_known_and_an_unknown_address_take_the_same_time(
+    migrated_database: URL, database_url: URL, keys_dir: Path
+) -> None:
+    settings = auth_settings(
+        migrated_database,
+        keys_dir,
+        auth_mail_requests_per_address=1000,
+        auth_mail_requests_per_ip=1000,
+    )
+    samples: dict[str, list[float]] = {"known": [], "unknown": []}
+    with serve(create_app(settings)) as base_url, httpx.Client(base_url=base_url, timeout=30) as c:
+        register(c, "ada@example.com")
+        for trial in range(TRIALS * 3 + 5):
+            for kind, email in (("known", "ada@example.com"), ("unknown", "zed@example.com")):
+                started = time.perf_counter()
+                answer = c.post("/v1/auth/password-reset", json={"email": email})
+                assert answer.status_code == 202
+                if trial >= 5:
+                    samples[kind].append(time.perf_counter() - started)
+    ratio = _paired_ratio(samples, "unknown", "known")
+    print(f"median paired reset-request ratio unknown/known {ratio:.3f}")
+    assert 0.9 <= ratio <= 1.1

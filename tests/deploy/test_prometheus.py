@@ -159,7 +159,7 @@ def test_prometheus_sees_what_the_services_did(
         posts = count.format('job="taskstack-tasks",route="/v1/tasks",method="POST",status="201"')
         failed = count.format('job="taskstack-tasks",route="/v1/tasks",method="GET",status="503"')
         for i in range(3):
-            assert register(auth_client, f"user{i}@example.com").status_code == 201
+            assert register(auth_client, f"user{i}@example.com").status_code == 202
         access = [
             login(auth_client, f"user{i}@example.com").json()["access_token"] for i in range(3)
         ]

@@ -76,7 +76,7 @@ def test_up_serves_both_services_through_the_gateway_and_stops_cleanly(tmp_path:
                 assert page.status_code == 200 and "swagger-ui" in page.text
             # A client's first steps, through the gateway.
             credentials = {"email": "ada@example.com", "password": "correct horse battery staple"}
-            assert client.post("/v1/auth/register", json=credentials).status_code == 201
+            assert client.post("/v1/auth/register", json=credentials).status_code == 202
             tokens = client.post(
                 "/v1/auth/token",
                 data={

@@ -282,13 +282,15 @@ def new_user(client: httpx.Client, prefix: str = "user") -> User:
     """Register a new account through the gateway and sign it in."""
     email = f"{prefix}-{uuid.uuid4().hex[:10]}@example.com"
     registered = register(client, email)
-    assert registered.status_code == 201, registered.text
+    assert registered.status_code == 202, registered.text
     tokens = login(client, email)
     assert tokens.status_code == 200, tokens.text
     body = tokens.json()
+    me = client.get("/v1/auth/me", headers=bearer(body["access_token"]))
+    assert me.status_code == 200, me.text
     return User(
         email=email,
-        id=uuid.UUID(registered.json()["id"]),
+        id=uuid.UUID(me.json()["id"]),
         access_token=body["access_token"],
         refresh_token=body["refresh_token"],
     )

@@ -105,7 +105,7 @@ def test_swagger_ui_through_the_gateway(
 ) -> None:
     client = stack.client()
     email = f"browser-{uuid.uuid4().hex[:10]}@example.com"
-    assert register(client, email).status_code == 201
+    assert register(client, email).status_code == 202
     title = f"Seen in the browser {uuid.uuid4().hex[:6]}"
     created = client.post(
         "/v1/tasks",

@@ -107,7 +107,7 @@ def test_production_migrates_and_serves_over_verified_tls(tls: TlsCluster, tmp_p
         registered = client.post(
             "/v1/auth/register", json={"email": "tls@example.com", "password": STRONG_PASSWORD}
         )
-        assert registered.status_code == 201
+        assert registered.status_code == 202
         # Every connection the service holds to its database is encrypted.
         sessions = tls.cluster.query(
             "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)"

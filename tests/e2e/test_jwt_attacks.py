@@ -21,6 +21,9 @@ pytestmark = pytest.mark.e2e
 CHANGE = {"If-Match": '"999"'}
 REQUESTS: dict[tuple[str, str], dict[str, Any]] = {
     ("GET", "/v1/auth/me"): {},
+    # A wrong password: the well-made control token deletes nothing (400 means
+    # "authenticated").
+    ("DELETE", "/v1/auth/me"): {"json": {"password": "not the current one"}},
     ("POST", "/v1/auth/password"): {
         "json": {"current_password": "not the current one", "new_password": "another fine one"}
     },
@@ -34,6 +37,7 @@ REQUESTS: dict[tuple[str, str], dict[str, Any]] = {
 }
 CONTROL = {
     ("GET", "/v1/auth/me"): 200,
+    ("DELETE", "/v1/auth/me"): 400,
     ("POST", "/v1/auth/password"): 400,
     ("GET", "/v1/tasks"): 200,
     ("POST", "/v1/tasks"): 201,

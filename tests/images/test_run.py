@@ -85,7 +85,7 @@ def _user_token(auth_url: str) -> str:
         registered = client.post(
             "/v1/auth/register", json={"email": email, "password": STRONG_PASSWORD}
         )
-        assert registered.status_code == 201, registered.text
+        assert registered.status_code == 202, registered.text
         token = client.post(
             "/v1/auth/token",
             data={"grant_type": "password", "username": email, "password": STRONG_PASSWORD},

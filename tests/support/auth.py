@@ -28,6 +28,17 @@ def register(client: httpx.Client, email: str, password: str = STRONG_PASSWORD) 
     return client.post("/v1/auth/register", json={"email": email, "password": password})
 
 
+def register_id(client: httpx.Client, email: str, password: str = STRONG_PASSWORD) -> str:
+    """Register ``email`` and return the new account's id (registration's answer does
+    not carry it: it is the same for a taken address), read from /me after signing in."""
+    assert register(client, email, password).status_code == 202
+    token = login(client, email, password).json()["access_token"]
+    me = client.get("/v1/auth/me", headers=bearer(token))
+    assert me.status_code == 200, me.text
+    user_id: str = me.json()["id"]
+    return user_id
+
+
 def login(
     client: httpx.Client, email: str, password: str = STRONG_PASSWORD, **headers: str
 ) -> httpx.Response:

@@ -24,6 +24,8 @@ EXPECTED_INDEXES = {
     "ix_idempotency_key_expires_at",
     "pk_task_count",
     "pk_rate_limit_window",
+    "pk_closed_account",
+    "ix_closed_account_changed_at",
 }
 
 

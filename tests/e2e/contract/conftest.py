@@ -58,7 +58,7 @@ class Account:
 def signed_up(auth_url: str, email: str) -> Account:
     """Register ``email`` through auth and sign in: a real user with a real access token."""
     with httpx.Client(base_url=auth_url, timeout=30) as client:
-        assert register(client, email).status_code == 201
+        assert register(client, email).status_code == 202
         answer = login(client, email)
         assert answer.status_code == 200, answer.text
         return Account(email, STRONG_PASSWORD, answer.json()["access_token"])

@@ -93,6 +93,9 @@ class ServiceSettings(BaseSettings):
     # service checks them exactly.
     token_issuer: str = "http://127.0.0.1:8000"
     token_audience: str = "taskstack"
+    # The audience of the tokens auth signs for calls between services (account events
+    # pushed to tasks): never the users' audience.
+    internal_token_audience: str = "taskstack-internal"
     token_leeway_seconds: int = Field(default=30, ge=0, le=300)
     # Verified access tokens remembered (until they expire) so that each one's
     # signature is checked once, not on every request; 0 checks every request.
@@ -131,6 +134,8 @@ class ServiceSettings(BaseSettings):
             return self
         if "*" in self.cors_allowed_origins:
             raise ValueError("CORS_ALLOWED_ORIGINS must list origins explicitly in production")
+        if self.internal_token_audience == self.token_audience:
+            raise ValueError("INTERNAL_TOKEN_AUDIENCE must differ from TOKEN_AUDIENCE")
         if not self.token_issuer.startswith("https://"):
             raise ValueError("TOKEN_ISSUER must be an https:// URL in production")
         for name, value in self:

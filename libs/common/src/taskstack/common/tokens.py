@@ -11,6 +11,7 @@ is refused, as is one with ``crit`` (no extension is understood).
 import logging
 import time
 import uuid
+from collections.abc import Container
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -79,8 +80,12 @@ class TokenVerifier:
         audience: str,
         leeway: float = 30.0,
         cache_size: int = 10_000,
+        denied: Container[uuid.UUID] = frozenset(),
     ):
         self.keys = keys
+        # Subjects whose tokens are refused although valid: accounts closed since they
+        # were issued (the tasks service's deny list, kept current in the background).
+        self.denied = denied
         self.issuer = issuer
         self.audience = audience
         self.leeway = leeway
@@ -92,6 +97,12 @@ class TokenVerifier:
         return verified.token.expires_at + self.leeway
 
     async def verify(self, token: str) -> AccessToken:
+        access = await self._checked(token)
+        if access.subject in self.denied:
+            raise InvalidToken("account_closed")
+        return access
+
+    async def _checked(self, token: str) -> AccessToken:
         if self._verified is None:
             return (await self._verify(token)).token
         cached = self._verified.get(token)
@@ -151,7 +162,9 @@ class TokenVerifier:
         return _Verified(access, kid, key)
 
 
-def token_verifier(settings: ServiceSettings, keys: KeySet) -> TokenVerifier:
+def token_verifier(
+    settings: ServiceSettings, keys: KeySet, *, denied: Container[uuid.UUID] = frozenset()
+) -> TokenVerifier:
     """The verifier every service uses, from the settings they share."""
     return TokenVerifier(
         keys,
@@ -159,6 +172,23 @@ def token_verifier(settings: ServiceSettings, keys: KeySet) -> TokenVerifier:
         audience=settings.token_audience,
         leeway=settings.token_leeway_seconds,
         cache_size=settings.token_cache_size,
+        denied=denied,
+    )
+
+
+# The subject of the tokens auth signs for the internal audience: auth itself.
+INTERNAL_SUBJECT = uuid.UUID(int=0)
+
+
+def internal_token_verifier(settings: ServiceSettings, keys: KeySet) -> TokenVerifier:
+    """The verifier of the tokens auth signs for calls between services: the same checks,
+    another audience, so a user's token is never one of them and none is a user's."""
+    return TokenVerifier(
+        keys,
+        issuer=settings.token_issuer,
+        audience=settings.internal_token_audience,
+        leeway=settings.token_leeway_seconds,
+        cache_size=0,
     )
 
 
@@ -173,10 +203,14 @@ def bearer_token(authorization: str) -> str | None:
 
 async def authenticate(request: Request) -> AccessToken:
     """The request's verified access token; 401 when it is missing or refused."""
+    return await authenticate_with(request, request.app.state.token_verifier)
+
+
+async def authenticate_with(request: Request, verifier: TokenVerifier) -> AccessToken:
+    """The request's bearer token as ``verifier`` accepts it; 401 otherwise."""
     token = bearer_token(request.headers.get("authorization", ""))
     if not token:
         raise Unauthorized("An access token is required.", error=None)
-    verifier: TokenVerifier = request.app.state.token_verifier
     try:
         return await verifier.verify(token)
     except InvalidToken as exc:

@@ -1,7 +1,7 @@
 """The auth service's settings, read from the environment."""
 
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from pydantic import Field, SecretStr, model_validator
 
@@ -63,6 +63,38 @@ class AuthSettings(ServiceSettings):
 
     auth_jwks_max_age_seconds: int = Field(default=300, ge=0)
 
+    # Account lifecycle: links in mails point at PUBLIC_URL (the client application;
+    # unset, the public base TOKEN_ISSUER names); one-time tokens expire after these.
+    public_url: str | None = None
+    auth_require_verified_email: bool = False
+    auth_verification_token_seconds: int = Field(default=24 * 3600, ge=60)
+    auth_reset_token_seconds: int = Field(default=30 * 60, ge=60)
+    # Verification mails resent, and password resets asked for, per address and
+    # per client IP per throttle window.
+    auth_mail_requests_per_address: int = Field(default=3, ge=1)
+    auth_mail_requests_per_ip: int = Field(default=20, ge=1)
+
+    # Mail: queued in the same transaction as the change that causes it (an outbox
+    # in schema "auth"), delivered by a background worker. No SMTP_HOST: mails are
+    # queued and kept, nothing is sent.
+    smtp_host: str | None = None
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    # starttls: upgrade a plain connection (port 587); tls: implicit TLS (port 465);
+    # none: plain SMTP (a local relay or a development sink only).
+    smtp_security: Literal["starttls", "tls", "none"] = "starttls"
+    smtp_user: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_sender: str = "taskstack <no-reply@localhost>"
+    smtp_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    # Where account events (deleted, disabled, enabled) are pushed: the tasks service's
+    # internal endpoint, inside the cluster. Unset: events are kept, not delivered.
+    auth_events_url: str | None = None
+    # Delivery retries back off from the base, doubling, up to the cap; a row is
+    # leased to one replica while it works on it.
+    outbox_poll_seconds: float = Field(default=1.0, gt=0, le=60)
+    outbox_retry_base_seconds: float = Field(default=2.0, gt=0)
+    outbox_retry_max_seconds: float = Field(default=600.0, gt=0)
+
     @model_validator(mode="after")
     def _production_strength(self) -> Self:
         if (
@@ -72,4 +104,14 @@ class AuthSettings(ServiceSettings):
             raise ValueError(
                 f"AUTH_BCRYPT_COST must be at least {MINIMUM_PRODUCTION_BCRYPT_COST} in production"
             )
+        if (
+            self.environment is Environment.PRODUCTION
+            and self.public_url is not None
+            and not self.public_url.startswith("https://")
+        ):
+            raise ValueError("PUBLIC_URL must be an https:// URL in production")
         return self
+
+    @property
+    def link_base(self) -> str:
+        return (self.public_url or self.token_issuer).rstrip("/")

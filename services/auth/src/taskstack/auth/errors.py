@@ -53,6 +53,18 @@ class InvalidRefreshToken(InvalidGrant):
     default_detail = "The refresh token is not valid."
 
 
+class EmailNotVerified(InvalidGrant):
+    default_detail = "Verify your e-mail address first: follow the link in the mail we sent."
+
+
+class AccountDisabled(InvalidGrant):
+    default_detail = "This account is disabled."
+
+
+class InvalidLink(BadRequest):
+    default_detail = "The link is invalid, already used or expired; ask for a new one."
+
+
 class EmailTaken(Conflict):
     default_detail = "An account with this e-mail address exists."
 

@@ -60,7 +60,13 @@ class SigningKeys:
         return {"keys": entries}
 
     def issue_access_token(
-        self, subject: uuid.UUID, *, issuer: str, audience: str, lifetime: int
+        self,
+        subject: uuid.UUID,
+        *,
+        issuer: str,
+        audience: str,
+        lifetime: int,
+        email_verified: bool = False,
     ) -> str:
         now = int(time.time())
         claims = {
@@ -71,6 +77,7 @@ class SigningKeys:
             "nbf": now,
             "exp": now + lifetime,
             "jti": secrets.token_urlsafe(16),
+            "email_verified": email_verified,
         }
         return jwt.encode(
             claims,

@@ -1,6 +1,6 @@
 """The auth service's own Prometheus metrics (bounded labels: results and grants only)."""
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 LOGINS = Counter(
     "taskstack_auth_logins",
@@ -21,4 +21,25 @@ REGISTRATIONS = Counter(
     "taskstack_auth_registrations",
     "Registrations, by result: created, conflict, throttled.",
     ["result"],
+)
+OUTBOX_BACKLOG = Gauge(
+    "taskstack_auth_outbox_backlog",
+    "Rows waiting in an outbox (mail, account_event), as this replica last counted them.",
+    ["outbox"],
+)
+OUTBOX_OLDEST_AGE = Gauge(
+    "taskstack_auth_outbox_oldest_age_seconds",
+    "Age of the oldest row waiting in an outbox; 0 when it is empty.",
+    ["outbox"],
+)
+OUTBOX_DELIVERIES = Counter(
+    "taskstack_auth_outbox_deliveries",
+    "Outbox deliveries, by outbox and result: delivered, failed (retried later), dropped.",
+    ["outbox", "result"],
+)
+MAIL_REQUESTS = Counter(
+    "taskstack_auth_mail_requests",
+    "Verification resends and password resets asked for, by purpose and result "
+    "(accepted whether or not the address has an account, throttled).",
+    ["purpose", "result"],
 )

@@ -37,6 +37,7 @@ class Refusal(enum.Enum):
 class Rotated:
     user_id: uuid.UUID
     refresh_token: str
+    email_verified: bool
 
 
 @dataclass(frozen=True)
@@ -92,11 +93,13 @@ _ROTATE = Statement.of(
         """
     WITH presented AS (
         SELECT t.id, t.family_id, t.spent_at, t.idle_expires_at,
-               f.user_id, f.revoked_at, f.expires_at
+               f.user_id, f.revoked_at, f.expires_at,
+               u.email_verified_at IS NOT NULL AS email_verified
         FROM auth.refresh_token AS t
         JOIN auth.refresh_token_family AS f ON f.id = t.family_id
+        JOIN auth.user AS u ON u.id = f.user_id
         WHERE t.token_hash = :token_hash
-        FOR UPDATE
+        FOR UPDATE OF t, f
     ), verdict AS (
         SELECT *, CASE
             WHEN revoked_at IS NOT NULL THEN 'revoked'
@@ -117,7 +120,7 @@ _ROTATE = Statement.of(
         UPDATE auth.refresh_token_family SET revoked_at = now()
         WHERE id IN (SELECT family_id FROM verdict WHERE outcome = 'reused')
     )
-    SELECT outcome, user_id FROM verdict
+    SELECT outcome, user_id, email_verified FROM verdict
     """
     )
 )
@@ -135,10 +138,10 @@ async def rotate(connection: Connection, token: str, lifetimes: Lifetimes) -> Ro
     row = await fetch_one(connection, _ROTATE, values)
     if row is None:
         return Refusal.UNKNOWN
-    outcome, user_id = row
+    outcome, user_id, email_verified = row
     if outcome != "rotated":
         return Refusal(outcome)
-    return Rotated(user_id=user_id, refresh_token=successor)
+    return Rotated(user_id=user_id, refresh_token=successor, email_verified=email_verified)
 
 
 _REVOKE = Statement.of(

@@ -8,9 +8,15 @@ from fastapi.responses import JSONResponse
 from taskstack.auth.dependencies import AuthServiceDep, ClientIP
 from taskstack.auth.errors import NO_STORE, InvalidRequest, UnsupportedGrantType
 from taskstack.auth.models import (
+    AccountDeletion,
+    AddressRequest,
+    LinkToken,
+    MailRequested,
     OAuthErrorAnswer,
     PasswordChange,
+    PasswordReset,
     Registration,
+    RegistrationAccepted,
     TokenPair,
     UserPublic,
 )
@@ -55,16 +61,64 @@ _SESSION_LINKS = {
 
 @router.post(
     "/register",
-    status_code=201,
-    response_model=UserPublic,
-    responses={
-        201: {"links": {"SignIn": _SIGN_IN_LINK}},
-        409: {"model": Problem, "description": "The e-mail address is taken."},
-        **_THROTTLED,
-    },
+    status_code=202,
+    response_model=RegistrationAccepted,
+    responses={202: {"links": {"SignIn": _SIGN_IN_LINK}}, **_THROTTLED},
+    summary="Register; a mail says what next (the answer is the same for a taken address)",
 )
-async def register(body: Registration, auth: AuthServiceDep, client_ip: ClientIP) -> UserPublic:
+async def register(
+    body: Registration, auth: AuthServiceDep, client_ip: ClientIP
+) -> RegistrationAccepted:
     return await auth.register(body, client_ip)
+
+
+_MAIL_SENT = "Accepted: the answer is the same whether or not the address has an account."
+_BAD_LINK: dict[int | str, dict[str, Any]] = {
+    400: {"model": Problem, "description": "The link is invalid, used or expired."}
+}
+
+
+@router.post("/verify-email", status_code=204, responses=_BAD_LINK)
+async def verify_email(body: LinkToken, auth: AuthServiceDep) -> Response:
+    await auth.recovery.verify_email(body.token)
+    return Response(status_code=204)
+
+
+@router.post(
+    "/verify-email/resend",
+    status_code=202,
+    response_model=MailRequested,
+    responses={202: {"description": _MAIL_SENT}, **_THROTTLED},
+)
+async def resend_verification(
+    body: AddressRequest, auth: AuthServiceDep, client_ip: ClientIP
+) -> MailRequested:
+    await auth.recovery.resend_verification(body.email, client_ip)
+    return MailRequested()
+
+
+@router.post(
+    "/password-reset",
+    status_code=202,
+    response_model=MailRequested,
+    responses={202: {"description": _MAIL_SENT}, **_THROTTLED},
+)
+async def request_password_reset(
+    body: AddressRequest, auth: AuthServiceDep, client_ip: ClientIP
+) -> MailRequested:
+    await auth.recovery.request_reset(body.email, client_ip)
+    return MailRequested()
+
+
+@router.post(
+    "/password-reset/confirm",
+    status_code=204,
+    responses={**_BAD_LINK, 422: {"model": Problem, "description": "The password is refused."}},
+    summary="Set a new password with a reset link's token; ends every session",
+)
+async def confirm_password_reset(body: PasswordReset, auth: AuthServiceDep) -> Response:
+    await auth.recovery.confirm_reset(body.token, body.new_password)
+    return Response(status_code=204)
 
 
 _FORM = "application/x-www-form-urlencoded"
@@ -144,6 +198,22 @@ async def revoke(
 @router.get("/me", response_model=UserPublic)
 async def me(token: CurrentToken, auth: AuthServiceDep) -> UserPublic:
     return await auth.account(token.subject)
+
+
+@router.delete(
+    "/me",
+    status_code=204,
+    responses={
+        400: {"model": Problem, "description": "The password is wrong."},
+        **_THROTTLED,
+    },
+    summary="Delete the account (and, through the tasks service, every task of it)",
+)
+async def delete_me(
+    body: AccountDeletion, token: CurrentToken, auth: AuthServiceDep, client_ip: ClientIP
+) -> Response:
+    await auth.closure.delete_own(token.subject, body.password, client_ip)
+    return Response(status_code=204)
 
 
 @router.post(

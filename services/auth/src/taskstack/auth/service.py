@@ -16,11 +16,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Concatenate, ParamSpec, TypeVar
 
-from taskstack.auth import refresh_tokens, repository
+from taskstack.auth import mail, one_time_tokens, refresh_tokens, repository
+from taskstack.auth.closure import Closure
 from taskstack.auth.config import AuthSettings
 from taskstack.auth.errors import (
+    AccountDisabled,
     AccountGone,
-    EmailTaken,
+    EmailNotVerified,
     InvalidCredentials,
     InvalidRefreshToken,
     TooManyAttempts,
@@ -29,8 +31,10 @@ from taskstack.auth.errors import (
 )
 from taskstack.auth.keys import SigningKeys
 from taskstack.auth.metrics import LOGINS, REFRESH_TOKEN_REUSE, REGISTRATIONS, TOKENS_ISSUED
-from taskstack.auth.models import Registration, TokenPair, UserPublic
+from taskstack.auth.models import Registration, RegistrationAccepted, TokenPair, UserPublic
+from taskstack.auth.one_time_tokens import Purpose
 from taskstack.auth.passwords import PasswordHasher, password_problem
+from taskstack.auth.recovery import Recovery
 from taskstack.auth.throttle import Throttle
 from taskstack.common.db import Database
 
@@ -63,6 +67,25 @@ class AuthService:
     keys: SigningKeys
     hasher: PasswordHasher
     throttle: Throttle
+    # Called after a commit that queued a mail, so this replica's courier sends it now.
+    mail_queued: Callable[[], None] = lambda: None
+    # Called after a commit that recorded an account event, for this replica's courier.
+    event_recorded: Callable[[], None] = lambda: None
+
+    @property
+    def recovery(self) -> Recovery:
+        return Recovery(self.database, self.settings, self.hasher, self.throttle, self.mail_queued)
+
+    @property
+    def closure(self) -> Closure:
+        return Closure(
+            self.database,
+            self.settings,
+            self.hasher,
+            self.throttle,
+            self.mail_queued,
+            self.event_recorded,
+        )
 
     @property
     def lifetimes(self) -> refresh_tokens.Lifetimes:
@@ -71,12 +94,13 @@ class AuthService:
             idle=timedelta(seconds=self.settings.auth_refresh_token_idle_seconds),
         )
 
-    def _pair(self, user_id: uuid.UUID, refresh_token: str) -> TokenPair:
+    def _pair(self, user_id: uuid.UUID, refresh_token: str, email_verified: bool) -> TokenPair:
         access_token = self.keys.issue_access_token(
             user_id,
             issuer=self.settings.token_issuer,
             audience=self.settings.token_audience,
             lifetime=self.settings.auth_access_token_seconds,
+            email_verified=email_verified,
         )
         return TokenPair(
             access_token=access_token,
@@ -85,13 +109,15 @@ class AuthService:
         )
 
     @_hashing
-    async def register(self, data: Registration, client_ip: str) -> UserPublic:
+    async def register(self, data: Registration, client_ip: str) -> RegistrationAccepted:
+        """Create the account and mail a verification link; for a taken address, mail its
+        owner that someone tried. The answer, and its time (the password is hashed either
+        way), do not tell which happened."""
         if problem := password_problem(data.password, email=data.email):
             raise WeakPassword(problem)
         throttle = self.throttle
-        # Every attempt counts, a taken e-mail included (so registration cannot
-        # be used to test addresses faster than the limit allows), and counts
-        # even though a taken e-mail is answered with an error.
+        # Every attempt counts, a taken e-mail included, so registration cannot be
+        # used to test addresses faster than the limit allows.
         async with self.database.write() as connection:
             if retry_after := await throttle.retry_after(
                 connection, [throttle.register_ip.key(client_ip)]
@@ -99,16 +125,29 @@ class AuthService:
                 REGISTRATIONS.labels("throttled").inc()
                 raise _throttled(retry_after, client_ip)
             await throttle.record_failure(connection, throttle.register_ip, client_ip)
-            taken = await repository.find_by_email(connection, data.email) is not None
-        if taken:
-            REGISTRATIONS.labels("conflict").inc()
-            raise EmailTaken()
         password_hash = await self.hasher.hash(data.password)
+        token, _ = one_time_tokens.new_token()
+        verify = Recovery.compose(self.recovery, Purpose.VERIFY_EMAIL, data.email, token)
+        attempt = mail.compose(
+            "registration_attempt",
+            data.email,
+            link=mail.page(self.settings, mail.RESET_PAGE),
+        )
+        lifetime = timedelta(seconds=self.settings.auth_verification_token_seconds)
         async with self.database.write() as connection:
-            user = await repository.create(connection, data.email, password_hash)
-        REGISTRATIONS.labels("created").inc()
-        logger.info("account registered", extra={"user_id": str(user.id), "client_ip": client_ip})
-        return UserPublic.model_validate(user, from_attributes=True)
+            user = await repository.create_if_new(connection, data.email, password_hash)
+            if user is not None:
+                await one_time_tokens.store(
+                    connection, user.id, Purpose.VERIFY_EMAIL, token, lifetime
+                )
+            await mail.queue(connection, verify if user is not None else attempt)
+        self.mail_queued()
+        REGISTRATIONS.labels("created" if user is not None else "taken").inc()
+        logger.info(
+            "registration accepted",
+            extra={"user_id": str(user.id) if user else None, "client_ip": client_ip},
+        )
+        return RegistrationAccepted(email=data.email)
 
     @_hashing
     async def password_grant(self, email: str, password: str, client_ip: str) -> TokenPair:
@@ -130,6 +169,13 @@ class AuthService:
             logger.info("login failed", extra={"email": email, "client_ip": client_ip})
             raise InvalidCredentials()
         assert user is not None
+        # Told only to whoever knows the password.
+        if user.disabled_at is not None:
+            LOGINS.labels("disabled").inc()
+            raise AccountDisabled()
+        if self.settings.auth_require_verified_email and user.email_verified_at is None:
+            LOGINS.labels("unverified").inc()
+            raise EmailNotVerified()
         upgraded = None
         if self.hasher.needs_rehash(user.password_hash):
             upgraded = await self.hasher.hash(password)
@@ -141,7 +187,7 @@ class AuthService:
         LOGINS.labels("success").inc()
         TOKENS_ISSUED.labels("password").inc()
         logger.info("login succeeded", extra={"user_id": str(user.id), "client_ip": client_ip})
-        return self._pair(user.id, refresh_token)
+        return self._pair(user.id, refresh_token, user.email_verified_at is not None)
 
     async def refresh_grant(self, refresh_token: str, client_ip: str) -> TokenPair:
         # One statement: a read block (autocommit) saves the BEGIN and COMMIT round trips.
@@ -155,7 +201,7 @@ class AuthService:
                 )
             raise InvalidRefreshToken()
         TOKENS_ISSUED.labels("refresh_token").inc()
-        return self._pair(outcome.user_id, outcome.refresh_token)
+        return self._pair(outcome.user_id, outcome.refresh_token, outcome.email_verified)
 
     async def revoke(self, token: str) -> None:
         """End the session of a refresh token; a token that is not one is ignored (RFC 7009)."""
@@ -167,9 +213,9 @@ class AuthService:
     async def account(self, user_id: uuid.UUID) -> UserPublic:
         async with self.database.read() as connection:
             user = await repository.find(connection, user_id)
-        if user is None:
+        if user is None or user.disabled_at is not None:
             raise AccountGone()
-        return UserPublic.model_validate(user, from_attributes=True)
+        return UserPublic.of(user)
 
     @_hashing
     async def change_password(
@@ -179,7 +225,7 @@ class AuthService:
         throttle = self.throttle
         async with self.database.read() as connection:
             user = await repository.find(connection, user_id)
-            if user is None:
+            if user is None or user.disabled_at is not None:
                 raise AccountGone()
             if retry_after := await throttle.retry_after(
                 connection, [throttle.login_account.key(user.email)]

@@ -84,6 +84,8 @@ class Throttle:
         self.login_account = Policy("login-account", settings.auth_login_failures_per_account)
         self.login_ip = Policy("login-ip", settings.auth_login_failures_per_ip)
         self.register_ip = Policy("register-ip", settings.auth_registrations_per_ip)
+        self.mail_address = Policy("mail-address", settings.auth_mail_requests_per_address)
+        self.mail_ip = Policy("mail-ip", settings.auth_mail_requests_per_ip)
         self._window = settings.auth_throttle_window_seconds
         self._base = settings.auth_throttle_base_delay_seconds
         self._cap = settings.auth_throttle_max_delay_seconds

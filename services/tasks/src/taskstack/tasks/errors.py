@@ -44,7 +44,7 @@ class BulkDeleteNeedsCompleted(UnprocessableContent):
 
 
 class TaskQuotaExceeded(Forbidden):
-    """The owner holds as many tasks as the quota allows (decision 0014: 403, not 409,
+    """The owner holds as many tasks as the quota allows (decision 0015: 403, not 409,
     because retrying the same request never helps and no other answer of POST is a 403)."""
 
     def __init__(self, quota: int) -> None:

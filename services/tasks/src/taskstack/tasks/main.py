@@ -11,10 +11,12 @@ from starlette.middleware import Middleware
 from taskstack.common.app import create_service_app
 from taskstack.common.jwks import RemoteKeySet, remote_jwks
 from taskstack.common.settings import from_environment
-from taskstack.common.tokens import token_verifier
+from taskstack.common.tokens import internal_token_verifier, token_verifier
+from taskstack.tasks.accounts import DenyList
 from taskstack.tasks.config import TasksSettings
 from taskstack.tasks.cursor import CursorCodec
 from taskstack.tasks.front import TaskFront
+from taskstack.tasks.internal import internal
 from taskstack.tasks.models import API_PREFIX
 from taskstack.tasks.ratelimit import RateLimit
 from taskstack.tasks.routes import router
@@ -32,11 +34,13 @@ def create_app(settings: TasksSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         nonlocal jwks
+        deny_list = DenyList(app.state.database)
         app.state.tasks = TaskService(
             app.state.database,
             CursorCodec(settings.tasks_cursor_secret.get_secret_value().encode()),
             timedelta(hours=settings.tasks_idempotency_hours),
             settings.tasks_max_tasks_per_user,
+            deny_list,
         )
         app.state.rate_limit = RateLimit(
             app.state.database,
@@ -50,15 +54,17 @@ def create_app(settings: TasksSettings | None = None) -> FastAPI:
                 ttl=settings.jwks_cache_seconds,
                 cooldown=settings.jwks_refetch_cooldown_seconds,
             ) as jwks,
+            deny_list.kept_current(),
         ):
-            app.state.token_verifier = token_verifier(settings, jwks)
+            app.state.token_verifier = token_verifier(settings, jwks, denied=deny_list)
+            app.state.internal_token_verifier = internal_token_verifier(settings, jwks)
             yield
 
     return create_service_app(
         name="tasks",
         version=version("taskstack-tasks"),
         settings=settings,
-        routers=[router],
+        routers=[router, internal],
         public_prefix=API_PREFIX,
         description="Each user's tasks. Every operation needs an access token from auth.",
         readiness_checks={"jwks": jwks_loaded},

@@ -23,3 +23,11 @@ RATE_LIMIT_SYNC_FAILURES = Counter(
 def count_completion(written: EncodedTask) -> None:
     if written.just_completed:
         TASKS_COMPLETED.inc()
+
+
+ACCOUNT_EVENTS = Counter(
+    "taskstack_tasks_account_events",
+    "Account events from auth, by kind (deleted, disabled, enabled) and result "
+    "(applied, duplicate: an event delivered again).",
+    ["kind", "result"],
+)

@@ -10,10 +10,10 @@ in the migrations (several are on expressions); the list queries in
 import uuid
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import StrictBool, field_validator
-from sqlalchemy import Column, DateTime, Integer, SmallInteger, Text, text
+from sqlalchemy import BigInteger, Column, DateTime, Integer, SmallInteger, Text, text
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlmodel import Field, SQLModel
 
@@ -175,7 +175,29 @@ class RateLimitWindow(TasksTable, table=True):
     requests: int = Field(sa_type=Integer, nullable=False)
 
 
+class ClosedAccount(TasksTable, table=True):
+    """An account auth has deleted or disabled (or enabled again), as its last applied
+    event says: the deny list of access-token subjects, and the mark that makes
+    each event apply once (``event_id`` only grows)."""
+
+    __tablename__: ClassVar[Any] = "closed_account"
+
+    user_id: uuid.UUID = Field(primary_key=True)
+    event_id: int = Field(sa_type=BigInteger, nullable=False)
+    kind: str = Field(max_length=20, nullable=False)
+    changed_at: datetime = Field(sa_type=DateTime(timezone=True), nullable=False, index=True)
+
+
+class AccountEvent(StrictModel):
+    """An account event pushed by auth (its outbox's row)."""
+
+    id: int = Field(ge=1)
+    user_id: uuid.UUID
+    kind: Literal["deleted", "disabled", "enabled"]
+
+
 task_table = table_of(Task)
 idempotency_key_table = table_of(IdempotencyKey)
 task_count_table = table_of(TaskCount)
 rate_limit_window_table = table_of(RateLimitWindow)
+closed_account_table = table_of(ClosedAccount)

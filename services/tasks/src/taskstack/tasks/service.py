@@ -14,7 +14,8 @@ from datetime import timedelta
 from typing import Any
 
 from taskstack.common.db import Database
-from taskstack.tasks import idempotency, repository
+from taskstack.tasks import accounts, idempotency, repository
+from taskstack.tasks.accounts import DenyList
 from taskstack.tasks.cursor import CursorCodec
 from taskstack.tasks.encoding import EncodedPage, EncodedTask
 from taskstack.tasks.errors import BulkDeleteNeedsCompleted, TaskQuotaExceeded
@@ -27,7 +28,7 @@ from taskstack.tasks.metrics import (
     TASKS_DELETED,
     count_completion,
 )
-from taskstack.tasks.models import API_PREFIX, TaskCreate, TaskUpdate
+from taskstack.tasks.models import API_PREFIX, AccountEvent, TaskCreate, TaskUpdate
 
 
 def task_headers(task: EncodedTask) -> dict[str, str]:
@@ -43,6 +44,11 @@ class TaskService:
     idempotency_retention: timedelta
     # Tasks one owner may hold (TASKS_MAX_TASKS_PER_USER).
     quota: int
+    deny_list: DenyList
+
+    async def apply_account_event(self, event: AccountEvent) -> None:
+        """Act on an account event from auth, once however often it is delivered."""
+        await accounts.apply(self.database, self.deny_list, event)
 
     async def create(
         self, owner: uuid.UUID, data: TaskCreate, idempotency_key: str | None

@@ -19,6 +19,7 @@ from taskstack.common.settings import (
 from taskstack.dev.errors import CliError, first_line
 from taskstack.dev.keys import add_keys_commands
 from taskstack.dev.logs import LOG_FORMATS, LogLines
+from taskstack.dev.mail import latest, mail_dir
 from taskstack.dev.services import SERVICES
 from taskstack.dev.up import UpOptions, up
 
@@ -87,7 +88,24 @@ def _parser() -> argparse.ArgumentParser:
     start.add_argument(
         "--reload", action="store_true", help="restart a service when its code changes"
     )
+    start.add_argument(
+        "--smtp-port",
+        type=_port_or_zero,
+        default=0,
+        help="port of the development mail sink (default 0: any free port)",
+    )
     start.set_defaults(run=_up)
+
+    mail = commands.add_parser(
+        "mail",
+        help="list the latest mails `taskstack up` received, with their links",
+        description="Show the newest messages the development SMTP sink kept.",
+    )
+    mail.add_argument(
+        "--data-dir", type=Path, default=Path(".taskstack"), help="the stack's data folder"
+    )
+    mail.add_argument("-n", "--count", type=int, default=10, help="how many (default 10)")
+    mail.set_defaults(run=_mail)
 
     migrate = commands.add_parser(
         "migrate",
@@ -106,6 +124,10 @@ def _port(value: str) -> int:
     if not value.isdigit() or not 1 <= int(value) <= 65535:
         raise argparse.ArgumentTypeError(f"{value!r} is not a port number")
     return int(value)
+
+
+def _port_or_zero(value: str) -> int:
+    return 0 if value == "0" else _port(value)
 
 
 def _database_url(value: str) -> object:
@@ -130,8 +152,19 @@ def _up(args: argparse.Namespace) -> None:
                 environ=os.environ,
             ),
             reload=args.reload,
+            smtp_port=args.smtp_port,
         )
     )
+
+
+def _mail(args: argparse.Namespace) -> None:
+    mails = latest(mail_dir(args.data_dir.resolve()), args.count)
+    if not mails:
+        print("taskstack: no mail yet")
+    for mail in mails:
+        print(f"{mail.message['Date']}  to {mail.recipient}  {mail.subject}")
+        for link in mail.links:
+            print(f"    {link}")
 
 
 def _migrate(_: argparse.Namespace) -> None:

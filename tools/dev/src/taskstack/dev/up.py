@@ -20,6 +20,7 @@ from taskstack.common.migrations import upgrade
 from taskstack.dev.errors import CliError
 from taskstack.dev.gateway import SERVER_OPTIONS, DevGateway
 from taskstack.dev.logs import LogLines
+from taskstack.dev.mail import mail_dir, smtp_sink
 from taskstack.dev.postgres import check_reachable, embedded_postgres
 from taskstack.dev.services import SERVICES, Service, uvicorn_command
 
@@ -37,16 +38,20 @@ class UpOptions:
     log_level: str
     log_lines: LogLines
     reload: bool
+    smtp_port: int = 0  # the development mail sink's; 0: any free port
 
 
 def up(options: UpOptions) -> None:
     for port in (options.port, *options.service_ports.values()):
         _check_port_free(port)
     _prepare_data_dir(options.data_dir)
-    with _database(options) as database:
+    with (
+        _database(options) as database,
+        smtp_sink(mail_dir(options.data_dir), port=options.smtp_port) as smtp_port,
+    ):
         for service in SERVICES:
             upgrade(database, service.history)
-        asyncio.run(_serve(options, database))
+        asyncio.run(_serve(options, database, smtp_port))
 
 
 @contextlib.contextmanager
@@ -95,7 +100,7 @@ class _Server(uvicorn.Server):
         yield
 
 
-async def _serve(options: UpOptions, database: URL) -> None:
+async def _serve(options: UpOptions, database: URL, smtp_port: int) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -110,6 +115,15 @@ async def _serve(options: UpOptions, database: URL) -> None:
         # Tokens name the gateway as their issuer; tasks fetches the JWKS from auth directly.
         "TOKEN_ISSUER": f"http://{HOST}:{options.port}",
         "JWKS_URL": f"http://{HOST}:{options.service_ports['auth']}/.well-known/jwks.json",
+        # Auth's mail goes to the development sink, which keeps it under the data folder.
+        "SMTP_HOST": HOST,
+        "SMTP_PORT": str(smtp_port),
+        "SMTP_SECURITY": "none",
+        "PUBLIC_URL": f"http://{HOST}:{options.port}",
+        # Account events (a deleted account's tasks) go straight to tasks' internal endpoint.
+        "AUTH_EVENTS_URL": (
+            f"http://{HOST}:{options.service_ports['tasks']}/internal/account-events"
+        ),
     }
     children: dict[str, asyncio.subprocess.Process] = {}
     streams: list[asyncio.Task[None]] = []
@@ -146,7 +160,7 @@ async def _serve(options: UpOptions, database: URL) -> None:
                 return
         listener = socket.create_server((HOST, options.port))
         gateway_task = asyncio.create_task(gateway.serve(sockets=[listener]))
-        _print_banner(options)
+        _print_banner(options, smtp_port)
         exited = [asyncio.create_task(p.wait()) for p in children.values()]
         stopped = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait([stopped, *exited], return_when=asyncio.FIRST_COMPLETED)
@@ -222,7 +236,7 @@ async def _stop_all(children: dict[str, asyncio.subprocess.Process]) -> None:
         await process.wait()
 
 
-def _print_banner(options: UpOptions) -> None:
+def _print_banner(options: UpOptions, smtp_port: int) -> None:
     gateway = f"http://{HOST}:{options.port}"
     lines = ["", "taskstack is up", f"  gateway       {gateway}"]
     for service in SERVICES:
@@ -231,5 +245,10 @@ def _print_banner(options: UpOptions) -> None:
             f"  {service.name:<5} docs    {gateway}{service.docs_path}",
             f"  {service.name:<5} direct  http://{HOST}:{port}  (/livez, /readyz, /metrics)",
         ]
-    lines += ["Press Ctrl-C to stop.", ""]
+    lines += [
+        f"  mail          smtp://{HOST}:{smtp_port}, kept in {mail_dir(options.data_dir)}"
+        " (`taskstack mail` lists it)",
+        "Press Ctrl-C to stop.",
+        "",
+    ]
     print("\n".join(lines), flush=True)
