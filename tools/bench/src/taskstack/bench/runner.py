@@ -282,6 +282,10 @@ class _Run:
                 _say(f"round {round_number} of {rounds}: {seconds} s each")
             for name, _title, server_name, _requests in loads:
                 server = self.servers[server_name]
+                # The scenario before on this server left its last requests in flight
+                # (wrk closes its connections mid-request): they must neither count
+                # here nor take places the new load's requests queue behind.
+                server.wait_idle()
                 before, cpu0_before = server.cpu_seconds(), cpu_busy_seconds(SERVER_CPU)
                 results[name].append(
                     wrk.run(
