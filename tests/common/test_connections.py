@@ -1,17 +1,13 @@
 """LimitedConnections: past N open connections a problem+json 503 that closes; probes pass."""
 
-import asyncio
 import contextlib
 import json
 import socket
 import time
 from collections.abc import Iterator
-from typing import Any
 
-import pytest
 from prometheus_client import REGISTRY
 from starlette.types import Receive, Scope, Send
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from taskstack.common.admission import Admission
 from taskstack.common.connections import LimitedConnections
@@ -143,57 +139,3 @@ def test_without_an_admission_the_refusal_carries_the_least_retry_after() -> Non
         second = held.enter_context(socket.create_connection(("127.0.0.1", port), timeout=5))
         status, headers, _ = exchange(second, get("/v1/hello"))
         assert (status, headers["retry-after"], headers["connection"]) == (503, "1", "close")
-
-
-async def slow_or_hello(scope: Scope, receive: Receive, send: Send) -> None:
-    if scope["type"] == "http" and scope["path"] == "/v1/slow":
-        await asyncio.sleep(1)
-    await hello(scope, receive, send)
-
-
-def test_an_immediate_admission_refusal_is_answered_without_a_task_and_keeps_the_connection(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    # No place free and no queue: admission would refuse at once, so the protocol
-    # answers as the request's head completes; the connection goes on serving.
-    admission = Admission(service="immediate", limit=1, queue_limit=0, queue_timeout=0)
-    tasks_started: list[str] = []
-    start_task = HttpToolsProtocol._start_asgi_task
-
-    def counting(self: HttpToolsProtocol, cycle: Any, app: Any) -> None:
-        tasks_started.append(cycle.scope["path"])
-        start_task(self, cycle, app)
-
-    monkeypatch.setattr(HttpToolsProtocol, "_start_asgi_task", counting)
-    refused = (
-        "taskstack_admission_refused_total",
-        {"service": "immediate", "reason": "queue_full"},
-    )
-    before = REGISTRY.get_sample_value(*refused) or 0.0
-    with (
-        serve(admission.wrap(slow_or_hello), http=LimitedConnections) as base_url,
-        contextlib.ExitStack() as held,
-    ):
-        port = int(base_url.rsplit(":", 1)[1])
-        busy = held.enter_context(socket.create_connection(("127.0.0.1", port), timeout=5))
-        busy.sendall(get("/v1/slow"))
-        deadline = time.monotonic() + 5
-        while admission.in_progress < 1:
-            assert time.monotonic() < deadline, "the slow request never started"
-            time.sleep(0.01)
-        tasks_started.clear()
-
-        other = held.enter_context(socket.create_connection(("127.0.0.1", port), timeout=5))
-        status, headers, body = exchange(other, get("/v1/hello"))
-        assert status == 503
-        assert headers["retry-after"] == "1"
-        assert "connection" not in headers
-        assert json.loads(body)["status"] == 503
-        assert tasks_started == []
-        assert REGISTRY.get_sample_value(*refused) == before + 1
-
-        assert exchange(busy, b"")[0] == 200  # the slow one's answer
-        # The refused request's connection is kept, and serves the next request.
-        status, _, body = exchange(other, get("/v1/hello"))
-        assert (status, body) == (200, b"ok")
-        assert tasks_started == ["/v1/hello"]

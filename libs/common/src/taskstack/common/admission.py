@@ -182,13 +182,6 @@ class Admission:
         finally:
             place.give_back()
 
-    def refuses_at_once(self) -> bool:
-        """Whether a request arriving now would be refused without waiting: no place
-        free and the queue full (``__call__`` and ``_queue``'s first test, together)."""
-        return len(self._waiting) >= self.queue_limit and (
-            self.in_progress >= self.limit or bool(self._waiting)
-        )
-
     async def _queue(self) -> str | None:
         """Wait in line for a place; the reason for a refusal, or None with a place held."""
         if len(self._waiting) >= self.queue_limit:
