@@ -14,7 +14,6 @@ from starlette.responses import Response
 from taskstack.common.errors import (
     AppError,
     BadRequest,
-    Conflict,
     ServiceUnavailable,
     TooManyRequests,
     Unauthorized,
@@ -63,10 +62,6 @@ class AccountDisabled(InvalidGrant):
 
 class InvalidLink(BadRequest):
     default_detail = "The link is invalid, already used or expired; ask for a new one."
-
-
-class EmailTaken(Conflict):
-    default_detail = "An account with this e-mail address exists."
 
 
 class WeakPassword(UnprocessableContent):

@@ -3,12 +3,10 @@
 import uuid
 from typing import Any
 
-import psycopg
-from sqlalchemy import bindparam, func, insert, select, text, update
+from sqlalchemy import bindparam, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from taskstack.auth import one_time_tokens
-from taskstack.auth.errors import EmailTaken
 from taskstack.auth.models import MAX_EMAIL_LENGTH, User, one_time_token_table, user_table
 from taskstack.common.db import Connection, Statement, execute, fetch_one
 from taskstack.common.models import new_id
@@ -31,18 +29,6 @@ _BY_EMAIL = Statement.of(
     select(*_COLUMNS).where(func.lower(user.email) == func.lower(bindparam("email")))
 )
 _BY_ID = Statement.of(select(*_COLUMNS).where(user.id == bindparam("id")))
-_INSERT = Statement.of(
-    insert(user_table)
-    .values(
-        id=bindparam("id"),
-        email=bindparam("email"),
-        password_hash=bindparam("password_hash"),
-        created_at=func.now(),
-        updated_at=func.now(),
-        version=1,
-    )
-    .returning(*_COLUMNS)
-)
 _SET_PASSWORD = Statement.of(
     update(user_table)
     .where(user.id == bindparam("id"))
@@ -101,16 +87,6 @@ async def find_by_email(connection: Connection, email: str) -> User | None:
 async def find(connection: Connection, user_id: uuid.UUID) -> User | None:
     row = await fetch_one(connection, _BY_ID, {"id": user_id})
     return _user(row) if row else None
-
-
-async def create(connection: Connection, email: str, password_hash: str) -> User:
-    values = {"id": new_id(), "email": email, "password_hash": password_hash}
-    try:
-        row = await fetch_one(connection, _INSERT, values)
-    except psycopg.errors.UniqueViolation:
-        raise EmailTaken() from None
-    assert row is not None
-    return _user(row)
 
 
 async def set_password(connection: Connection, user_id: uuid.UUID, password_hash: str) -> None:
